@@ -1,0 +1,65 @@
+"""Domain errors: the one error family services raise; the API maps each to problem+json."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error a service raises on purpose.
+
+    ``code`` is the stable, machine-readable suffix of the problem ``type`` URI; ``status``
+    the HTTP status the API answers with; ``field`` names the offending input, if any.
+    """
+
+    code = "error"
+    status = 400
+
+    def __init__(self, detail: str, *, field: str | None = None, extra: dict | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+        self.extra = extra or {}
+
+
+class ValidationFailed(DomainError):
+    code = "validation-error"
+    status = 422
+
+
+class NotFound(DomainError):
+    code = "not-found"
+    status = 404
+
+
+class Conflict(DomainError):
+    code = "conflict"
+    status = 409
+
+
+class IllegalTransition(Conflict):
+    code = "illegal-transition"
+
+
+class StaleLease(Conflict):
+    code = "stale-lease"
+
+
+class Unauthorized(DomainError):
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+    status = 403
+
+
+class UpstreamFailed(DomainError):
+    """An outside system (DNS, CI, git host) failed or refused; not the caller's fault."""
+
+    code = "upstream-failed"
+    status = 502
+
+
+class UpstreamTimeout(UpstreamFailed):
+    code = "upstream-timeout"
+    status = 504

@@ -1,0 +1,1 @@
+"""Interfaces (typing.Protocol) that services depend on; adapters implement them."""
