@@ -1,0 +1,1 @@
+"""The HTTP service package; see service/app.py."""

@@ -1,0 +1,5 @@
+"""Entry point: ``python -m service``."""
+
+from service.app import main
+
+main()
