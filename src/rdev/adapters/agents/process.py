@@ -1,0 +1,328 @@
+"""The subprocess runner every agent adapter uses.
+
+An agent CLI runs code nobody reviewed, in its own process group (``start_new_session``),
+with a minimal environment (``env -i`` style) and stdin from /dev/null. Its stdout is read
+line by line as it comes, so progress streams live. A timeout, a cancel, or a caller's
+request to stop (e.g. a budget) ends it by signalling the whole process group: SIGINT,
+then SIGTERM after a short grace, then SIGKILL.
+
+The CLIs' tool processes (Claude's and OpenCode's bash tool) run in sessions of their own,
+so a group signal does not reach them and OpenCode leaves them running (see
+``/work/shared/specs/AGENT-CLIS.md`` §1.7, §2.6). The runner therefore records every
+descendant of the agent (a /proc scan, repeated while the agent runs) and SIGKILLs the
+ones still alive at the end, whichever way the run ended. Partial output is always kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Returned by a line callback to ask the runner to stop the agent (e.g. budget exceeded).
+STOP = "stop"
+
+LineCallback = Callable[[str], Awaitable[str | None]]
+
+_READ_CHUNK = 65536
+_MAX_LINE_BYTES = 4 * 1024 * 1024
+_SCAN_INTERVAL_S = 1.0
+
+
+@dataclass
+class ProcessOutcome:
+    """What happened to one agent process. ``returncode`` is None only if it never started."""
+
+    returncode: int | None
+    stdout_lines: list[str] = field(default_factory=list)
+    stderr_tail: str = ""
+    timed_out: bool = False
+    cancelled: bool = False
+    #: The line callback returned STOP.
+    stopped: bool = False
+    pid: int | None = None
+    duration_seconds: float = 0.0
+    start_error: str | None = None
+
+
+def minimal_env(
+    home: Path, tmpdir: Path, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The ``env -i`` style environment: PATH, HOME, TMPDIR, TERM=dumb, a UTF-8 locale,
+    then ``extra`` (which wins)."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": str(home),
+        "TMPDIR": str(tmpdir),
+        "TERM": "dumb",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+    }
+    env.update(extra or {})
+    return env
+
+
+# --- process tree bookkeeping ---------------------------------------------------------
+
+
+def _stat(pid: int) -> tuple[int, str, str] | None:
+    """(ppid, state, starttime) of a live process, or None."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    # comm may hold spaces and parentheses: split after the last ')'.
+    fields = raw[raw.rfind(")") + 2 :].split()
+    try:
+        return int(fields[1]), fields[0], fields[19]
+    except (IndexError, ValueError):
+        return None
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """Every live descendant of ``root``: pid -> starttime (to tell a reused pid apart)."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            st = _stat(int(entry.name))
+            if st is not None:
+                children.setdefault(st[0], []).append((int(entry.name), st[2]))
+    found: dict[int, str] = {}
+    todo = [root]
+    while todo:
+        for pid, start in children.get(todo.pop(), []):
+            if pid not in found:
+                found[pid] = start
+                todo.append(pid)
+    return found
+
+
+def _alive(pid: int, start: str) -> bool:
+    st = _stat(pid)
+    return st is not None and st[2] == start and st[1] != "Z"
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _kill_recorded(recorded: dict[int, str]) -> None:
+    """SIGKILL each recorded process that is still the same live process, and its group
+    (the CLIs' tool shells lead groups of their own)."""
+    for pid, start in list(recorded.items()):
+        if not _alive(pid, start):
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+
+
+async def _wait_gone(recorded: dict[int, str], limit: float) -> None:
+    """Poll /proc (no event exists for "a process that is not our child died")."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if not any(_alive(p, s) for p, s in recorded.items()):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _leader_exited(proc: asyncio.subprocess.Process) -> None:
+    """Returns when the agent process itself has exited.
+
+    ``Process.wait()`` is no use here: on Python 3.11 it also waits for the pipes to
+    close, which a background job that inherited stdout delays forever. A pidfd becomes
+    readable on exit; without pidfd support, poll the return code.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        while proc.returncode is None:
+            st = _stat(proc.pid)
+            if st is None or st[1] == "Z":
+                return
+            await asyncio.sleep(0.1)
+        return
+    readable = loop.create_future()
+    loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+    try:
+        await readable
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+# --- the runner -----------------------------------------------------------------------
+
+
+async def run_agent_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout_seconds: float,
+    cancel: asyncio.Event,
+    on_line: LineCallback | None = None,
+    stdin_data: bytes | None = None,
+    sigint_grace_seconds: float = 3.0,
+    sigterm_grace_seconds: float = 3.0,
+    max_stdout_bytes: int = 8 * 1024 * 1024,
+    stderr_tail_bytes: int = 16 * 1024,
+) -> ProcessOutcome:
+    """Run ``argv`` to its end, the timeout, a cancel, or a STOP from ``on_line``.
+
+    ``stdin_data`` is written to stdin and then stdin is closed; without it stdin is
+    /dev/null. The last ``max_stdout_bytes`` of stdout are kept as lines. Never raises for
+    the agent's own failures; a binary that cannot start gives ``start_error``.
+    """
+    started = time.monotonic()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=str(cwd),
+            env=dict(env),
+            stdin=asyncio.subprocess.PIPE if stdin_data is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return ProcessOutcome(returncode=None, start_error=f"cannot start {argv[0]}: {exc}")
+
+    outcome = ProcessOutcome(returncode=None, pid=proc.pid)
+    lines: deque[str] = deque()
+    kept_bytes = 0
+    stderr_buf = bytearray()
+    stop_requested = asyncio.Event()
+    recorded: dict[int, str] = {proc.pid: (_stat(proc.pid) or (0, "", ""))[2]}
+
+    async def feed_stdin() -> None:
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.write(stdin_data or b"")
+            await proc.stdin.drain()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.close()
+
+    async def handle_line(raw: bytes) -> None:
+        nonlocal kept_bytes
+        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        lines.append(line)
+        kept_bytes += len(line) + 1
+        while kept_bytes > max_stdout_bytes and len(lines) > 1:
+            kept_bytes -= len(lines.popleft()) + 1
+        if on_line is not None and not stop_requested.is_set():
+            try:
+                verdict = await on_line(line)
+            except Exception:  # noqa: BLE001 - a sink failure must not leak the process
+                verdict = None
+            if verdict == STOP:
+                stop_requested.set()
+
+    async def pump_stdout() -> None:
+        assert proc.stdout is not None
+        pending = b""
+        while True:
+            chunk = await proc.stdout.read(_READ_CHUNK)
+            if not chunk:
+                break
+            pending += chunk
+            while b"\n" in pending:
+                raw, pending = pending.split(b"\n", 1)
+                await handle_line(raw[:_MAX_LINE_BYTES])
+            if len(pending) > _MAX_LINE_BYTES:
+                await handle_line(pending[:_MAX_LINE_BYTES])
+                pending = b""
+        if pending:
+            await handle_line(pending)
+
+    async def pump_stderr() -> None:
+        assert proc.stderr is not None
+        while True:
+            chunk = await proc.stderr.read(_READ_CHUNK)
+            if not chunk:
+                break
+            stderr_buf.extend(chunk)
+            if len(stderr_buf) > stderr_tail_bytes:
+                del stderr_buf[: len(stderr_buf) - stderr_tail_bytes]
+
+    async def record_tree() -> None:
+        while True:
+            recorded.update(_descendants(proc.pid))
+            await asyncio.sleep(_SCAN_INTERVAL_S)
+
+    tasks = [asyncio.create_task(pump_stdout()), asyncio.create_task(pump_stderr())]
+    if stdin_data is not None:
+        tasks.append(asyncio.create_task(feed_stdin()))
+    recorder = asyncio.create_task(record_tree())
+    exited = asyncio.create_task(_leader_exited(proc))
+    cancel_wait = asyncio.create_task(cancel.wait())
+    stop_wait = asyncio.create_task(stop_requested.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {exited, cancel_wait, stop_wait},
+            timeout=max(timeout_seconds, 0.0),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if exited not in done:
+            if cancel_wait in done:
+                outcome.cancelled = True
+            elif stop_wait in done:
+                outcome.stopped = True
+            else:
+                outcome.timed_out = True
+            await _terminate(proc, exited, recorded, sigint_grace_seconds, sigterm_grace_seconds)
+        # The agent exited: whatever it left behind (background jobs, tool shells) goes.
+        recorded.update(_descendants(proc.pid))
+        _signal_group(proc.pid, signal.SIGKILL)
+        _kill_recorded(recorded)
+        # Leftovers held the pipes open until now; give the readers a moment to drain.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5.0)
+        await _wait_gone(recorded, 5.0)
+    finally:
+        for task in (*tasks, recorder, cancel_wait, stop_wait):
+            task.cancel()
+        if not exited.done():  # only when we are cancelled ourselves: do not leak
+            exited.cancel()
+            _signal_group(proc.pid, signal.SIGKILL)
+            _kill_recorded(recorded)
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(proc.wait(), 5.0)
+    outcome.returncode = proc.returncode
+    outcome.stdout_lines = list(lines)
+    outcome.stderr_tail = stderr_buf.decode("utf-8", errors="replace")
+    outcome.duration_seconds = time.monotonic() - started
+    return outcome
+
+
+async def _terminate(
+    proc: asyncio.subprocess.Process,
+    exited: asyncio.Task[None],
+    recorded: dict[int, str],
+    sigint_grace: float,
+    sigterm_grace: float,
+) -> None:
+    """SIGINT, then SIGTERM, then SIGKILL to the group, each after its grace."""
+    for sig, grace in ((signal.SIGINT, sigint_grace), (signal.SIGTERM, sigterm_grace)):
+        recorded.update(_descendants(proc.pid))
+        _signal_group(proc.pid, sig)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(exited), grace)
+            return
+    recorded.update(_descendants(proc.pid))
+    _signal_group(proc.pid, signal.SIGKILL)
+    _kill_recorded(recorded)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(exited), 5.0)

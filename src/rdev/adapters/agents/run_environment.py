@@ -1,0 +1,71 @@
+"""Per-run directories and environment for agent processes.
+
+Each run gets a private HOME (kept under the request's scratch dir, so state such as
+``~/.claude.json`` stays out of the repository) and a fresh TMPDIR, deleted after the run:
+OpenCode leaves a 5.5 MB native module in TMPDIR on every run (AGENT-CLIS.md §2.7).
+Only allowlisted provider variables from the worker's environment reach the agent.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from rdev.adapters.agents.process import minimal_env
+from rdev.domain.secrets import SecretScrubber
+from rdev.ports.agents import AgentRequest
+
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class RunDirs:
+    scratch: Path
+    home: Path
+    tmp: Path
+
+
+@contextmanager
+def run_dirs(request: AgentRequest) -> Iterator[RunDirs]:
+    """HOME and TMPDIR for one run. Without ``request.scratch_dir`` a temp scratch dir is
+    made and removed afterwards; TMPDIR is always removed afterwards."""
+    owned = request.scratch_dir is None
+    scratch = (
+        Path(tempfile.mkdtemp(prefix="rdev-agent-")) if owned else Path(request.scratch_dir)  # type: ignore[arg-type]
+    )
+    home = scratch / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=scratch))
+    try:
+        yield RunDirs(scratch=scratch, home=home, tmp=tmp)
+    finally:
+        shutil.rmtree(scratch if owned else tmp, ignore_errors=True)
+
+
+def allowlisted(base_env: Mapping[str, str], allowlist: Iterable[str]) -> dict[str, str]:
+    """The allowlisted variables that are set (and non-empty) in ``base_env``."""
+    return {k: base_env[k] for k in allowlist if base_env.get(k)}
+
+
+def scrubber_for(*envs: Mapping[str, str]) -> SecretScrubber:
+    """A scrubber that knows every value of a secret-looking variable in ``envs``."""
+    scrubber = SecretScrubber()
+    for env in envs:
+        for name, value in env.items():
+            if _SECRET_NAME.search(name):
+                scrubber.add(value)
+    return scrubber
+
+
+def minimal_env_for(dirs: RunDirs, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The minimal environment with this run's HOME and TMPDIR."""
+    return minimal_env(dirs.home, dirs.tmp, extra)
+
+
+def format_seconds(seconds: float) -> str:
+    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds:g}s"
