@@ -186,3 +186,7 @@ class ClaimedTask(BaseModel):
     spec: BuildSpec
     rendered_prompt: str
     git_credential: str | None = None
+
+
+#: Every agent a BuildSpec may name; whether a worker offers it is decided at run time.
+KNOWN_AGENTS = ("command", "claude-code", "opencode")

@@ -1,0 +1,379 @@
+"""The work queue: claim under a lease, heartbeat, log append, complete, and the reaper.
+
+Claims lock candidate rows with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (so concurrent
+claimers never wait on, or double-take, each other's rows); on SQLite the single-writer
+transaction gives the same exclusivity.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rdev.domain.errors import NotFound, StaleLease
+from rdev.domain.models import BuildResult, BuildSpec, BuildStatus, ClaimedTask
+from rdev.domain.state_machine import check_transition
+
+from .engine import Database
+from .notify import WorkNotifier
+from .rows import build_select, new_token, transition, utcnow
+from .tables import build_events, build_logs, builds, projects, work_tasks
+
+MAX_OUTPUT_CHARS = 256 * 1024
+
+
+class SqlWorkQueue:
+    def __init__(self, db: Database, notifier: WorkNotifier) -> None:
+        self.db = db
+        self.notifier = notifier
+
+    # -- claim -----------------------------------------------------------------------
+    async def claim(
+        self,
+        *,
+        worker_id: str,
+        worker_name: str,
+        agents: list[str],
+        labels: list[str],
+        max_tasks: int,
+        lease_seconds: float,
+    ) -> list[ClaimedTask]:
+        if max_tasks <= 0 or not agents:
+            return []
+        now = utcnow()
+        expires = now + timedelta(seconds=lease_seconds)
+        have = set(labels)
+        stmt = (
+            select(work_tasks.c.build_id, work_tasks.c.task_id, work_tasks.c.labels)
+            .where(
+                work_tasks.c.state == "queued",
+                work_tasks.c.agent.in_(agents),
+                work_tasks.c.available_at <= now,
+            )
+            .order_by(work_tasks.c.build_id)
+        )
+        if have:
+            stmt = stmt.limit(max_tasks * 4 + 16)  # filtered by label subset below
+        else:
+            stmt = stmt.where(work_tasks.c.labels_key == "").limit(max_tasks)
+        async with self.db.write() as conn:
+            rows = (await conn.execute(self.db.dialect.lock_for_claim(stmt))).all()
+            chosen = [r for r in rows if set(r.labels or []) <= have][:max_tasks]
+            if not chosen:
+                return []
+            if len(rows) >= max_tasks:
+                self.notifier.wake()  # there may be more: let other waiting claimers look
+            check_transition(BuildStatus.PENDING, BuildStatus.RUNNING)
+            leases = {r.build_id: new_token() for r in chosen}
+            ids = list(leases)
+            await conn.execute(
+                update(work_tasks)
+                .where(work_tasks.c.build_id == bindparam("b_id"))
+                .values(
+                    state="leased",
+                    lease_token=bindparam("b_token"),
+                    lease_expires_at=expires,
+                    worker_id=worker_id,
+                ),
+                [{"b_id": b, "b_token": t} for b, t in leases.items()],
+            )
+            res = await conn.execute(
+                update(builds)
+                .where(builds.c.id.in_(ids), builds.c.status == BuildStatus.PENDING.value)
+                .values(
+                    status=BuildStatus.RUNNING.value,
+                    attempts=builds.c.attempts + 1,
+                    worker_id=worker_id,
+                    started_at=func.coalesce(builds.c.started_at, now),
+                )
+            )
+            if res.rowcount != len(ids):  # a queued task whose build is not pending: repair
+                raise RuntimeError("work queue and builds disagree")
+            await conn.execute(
+                insert(build_events),
+                [
+                    {
+                        "build_id": b,
+                        "from_status": BuildStatus.PENDING.value,
+                        "to_status": BuildStatus.RUNNING.value,
+                        "at": now,
+                        "actor": f"worker:{worker_name}",
+                        "reason": "claimed",
+                    }
+                    for b in ids
+                ],
+            )
+            details = (
+                await conn.execute(
+                    select(
+                        builds.c.id,
+                        builds.c.task_id,
+                        builds.c.spec,
+                        builds.c.attempts,
+                        builds.c.rendered_prompt,
+                        projects.c.id.label("project_id"),
+                        projects.c.name,
+                        projects.c.repo_url,
+                        projects.c.default_branch,
+                        projects.c.git_credential,
+                        projects.c.settings,
+                    )
+                    .select_from(builds.join(projects))
+                    .where(builds.c.id.in_(ids))
+                    .order_by(builds.c.id)
+                )
+            ).mappings().all()
+        return [
+            ClaimedTask(
+                task_id=d["task_id"],
+                lease_token=leases[d["id"]],
+                lease_expires_at=expires,
+                attempt=d["attempts"],
+                project={
+                    "id": d["project_id"],
+                    "name": d["name"],
+                    "repo_url": d["repo_url"],
+                    "default_branch": d["default_branch"],
+                    "agent_settings": (d["settings"] or {}).get("agent", {}),
+                },
+                spec=BuildSpec.model_validate(d["spec"]),
+                rendered_prompt=d["rendered_prompt"] or d["spec"]["prompt"],
+                git_credential=d["git_credential"],
+            )
+            for d in details
+        ]
+
+    # -- leases ----------------------------------------------------------------------
+    async def _leased(
+        self, conn: AsyncConnection, task_id: str, lease_token: str
+    ) -> dict[str, Any]:
+        row = (
+            await conn.execute(
+                self.db.dialect.lock_row(
+                    select(work_tasks).where(work_tasks.c.task_id == task_id)
+                )
+            )
+        ).mappings().first()
+        if row is None or row["state"] != "leased" or row["lease_token"] != lease_token:
+            exists = (
+                await conn.execute(select(builds.c.id).where(builds.c.task_id == task_id))
+            ).first()
+            if not exists:
+                raise NotFound(f"no build {task_id!r}")
+            raise StaleLease(f"the lease on build {task_id} is no longer yours")
+        return dict(row)
+
+    async def heartbeat(
+        self, *, worker_id: str, tasks: dict[str, str], lease_seconds: float
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Extend the leases of ``tasks`` (task_id -> lease token).
+
+        Returns (expiry per task, task ids with a cancel request). Any stale lease raises
+        StaleLease (naming the lost tasks in ``extra``) and changes nothing.
+        """
+        if not tasks:
+            return {}, []
+        now = utcnow()
+        expires = now + timedelta(seconds=lease_seconds)
+        async with self.db.write() as conn:
+            rows = (
+                await conn.execute(
+                    select(work_tasks.c.task_id, work_tasks.c.lease_token, work_tasks.c.state)
+                    .where(work_tasks.c.task_id.in_(list(tasks)))
+                )
+            ).all()
+            current = {r.task_id: r for r in rows}
+            lost = [
+                t
+                for t, tok in tasks.items()
+                if t not in current
+                or current[t].state != "leased"
+                or current[t].lease_token != tok
+            ]
+            if lost:
+                raise StaleLease(
+                    f"lost the lease on {len(lost)} task(s)", extra={"lost_tasks": lost}
+                )
+            await conn.execute(
+                update(work_tasks)
+                .where(work_tasks.c.task_id.in_(list(tasks)))
+                .values(lease_expires_at=expires)
+            )
+            cancels = (
+                await conn.execute(
+                    select(builds.c.task_id).where(
+                        builds.c.task_id.in_(list(tasks)), builds.c.cancel_requested.is_(True)
+                    )
+                )
+            ).scalars().all()
+        return {t: expires for t in tasks}, list(cancels)
+
+    async def append_logs(
+        self, *, task_id: str, lease_token: str, chunks: list[dict[str, Any]]
+    ) -> int:
+        """Store chunks in order after the last stored one; returns the last sequence number."""
+        async with self.db.write() as conn:
+            await self._leased(conn, task_id, lease_token)
+            b = (
+                await conn.execute(
+                    select(builds.c.id, builds.c.attempts).where(builds.c.task_id == task_id)
+                )
+            ).one()
+            last = (
+                await conn.execute(
+                    select(func.coalesce(func.max(build_logs.c.seq), 0)).where(
+                        build_logs.c.build_id == b.id
+                    )
+                )
+            ).scalar_one()
+            now = utcnow()
+            if chunks:
+                await conn.execute(
+                    insert(build_logs),
+                    [
+                        {
+                            "build_id": b.id,
+                            "seq": last + i + 1,
+                            "attempt": b.attempts,
+                            "stream": c.get("stream", "out"),
+                            "text": c["text"],
+                            "at": now,
+                        }
+                        for i, c in enumerate(chunks)
+                    ],
+                )
+                await self._notify_logs(conn)
+            return last + len(chunks)
+
+    async def _notify_logs(self, conn: AsyncConnection) -> None:
+        if self.db.dialect.notify_channel:
+            await conn.execute(
+                text("SELECT pg_notify(:c, 'log')"),
+                {"c": self.db.dialect.notify_channel + "_log"},
+            )
+
+    # -- completion ------------------------------------------------------------------
+    async def complete(
+        self,
+        *,
+        task_id: str,
+        lease_token: str,
+        result: BuildResult,
+        agent_info: dict[str, Any] | None,
+        worker_name: str,
+        retry_delay_seconds: float,
+        max_retryable_failures: int,
+    ) -> BuildStatus:
+        actor = f"worker:{worker_name}"
+        if len(result.output) > MAX_OUTPUT_CHARS:
+            result.output = result.output[-MAX_OUTPUT_CHARS:]
+        async with self.db.write() as conn:
+            task = await self._leased(conn, task_id, lease_token)
+            row = (
+                await conn.execute(
+                    self.db.dialect.lock_row(build_select().where(builds.c.task_id == task_id))
+                )
+            ).mappings().one()
+            info = {**(row["agent_info"] or {}), **(agent_info or {})}
+            values: dict[str, Any] = {"agent_info": info}
+            retry = result.retryable and not result.cancelled
+            if retry and row["retries"] < max_retryable_failures:
+                delay = result.retry_after_seconds or retry_delay_seconds
+                await transition(
+                    conn,
+                    row,
+                    BuildStatus.PENDING,
+                    actor=actor,
+                    reason=f"retryable failure, retry in {delay:.0f}s: {result.error or ''}"[:500],
+                    values={**values, "retries": row["retries"] + 1, "worker_id": None},
+                )
+                await conn.execute(
+                    update(work_tasks)
+                    .where(work_tasks.c.build_id == task["build_id"])
+                    .values(
+                        state="queued",
+                        lease_token=None,
+                        lease_expires_at=None,
+                        worker_id=None,
+                        available_at=utcnow() + timedelta(seconds=delay),
+                    )
+                )
+                return BuildStatus.PENDING
+            if result.cancelled:
+                to, reason = BuildStatus.CANCELLED, "cancelled"
+            elif result.success:
+                to, reason = BuildStatus.COMPLETED, "completed"
+            else:
+                to, reason = BuildStatus.FAILED, (result.error or "failed")[:500]
+            values["result"] = result.model_dump(mode="json")
+            await transition(conn, row, to, actor=actor, reason=reason, values=values)
+            await conn.execute(delete(work_tasks).where(work_tasks.c.build_id == task["build_id"]))
+        return to
+
+    # -- reaper ----------------------------------------------------------------------
+    async def reap_expired(self, limit: int = 100) -> int:
+        """Return expired leases to pending, or end their builds; returns how many."""
+        now = utcnow()
+        stmt = (
+            select(work_tasks.c.build_id)
+            .where(work_tasks.c.state == "leased", work_tasks.c.lease_expires_at < now)
+            .order_by(work_tasks.c.build_id)
+            .limit(limit)
+        )
+        requeued = 0
+        async with self.db.write() as conn:
+            ids = (await conn.execute(self.db.dialect.lock_for_claim(stmt))).scalars().all()
+            for build_id in ids:
+                row = (
+                    await conn.execute(build_select().where(builds.c.id == build_id))
+                ).mappings().one()
+                if row["cancel_requested"]:
+                    result = BuildResult(success=False, error="cancelled (worker lost)",
+                                         cancelled=True)
+                    await transition(
+                        conn, row, BuildStatus.CANCELLED, actor="reaper",
+                        reason="cancel requested; worker lost",
+                        values={"result": result.model_dump(mode="json")},
+                    )
+                    await conn.execute(delete(work_tasks).where(work_tasks.c.build_id == build_id))
+                elif row["attempts"] >= row["max_attempts"]:
+                    result = BuildResult(success=False, error="worker lost")
+                    await transition(
+                        conn, row, BuildStatus.FAILED, actor="reaper", reason="worker lost",
+                        values={"result": result.model_dump(mode="json")},
+                    )
+                    await conn.execute(delete(work_tasks).where(work_tasks.c.build_id == build_id))
+                else:
+                    await transition(
+                        conn, row, BuildStatus.PENDING, actor="reaper",
+                        reason="lease expired (worker lost); requeued",
+                        values={"worker_id": None},
+                    )
+                    await conn.execute(
+                        update(work_tasks)
+                        .where(work_tasks.c.build_id == build_id)
+                        .values(state="queued", lease_token=None, lease_expires_at=None,
+                                worker_id=None, available_at=now)
+                    )
+                    requeued += 1
+            if requeued and self.db.dialect.notify_channel:
+                await conn.execute(
+                    text("SELECT pg_notify(:c, '')"), {"c": self.db.dialect.notify_channel}
+                )
+        if requeued:
+            self.notifier.wake()
+        return len(ids)
+
+    async def queue_stats(self) -> dict[str, Any]:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(func.count(), func.min(work_tasks.c.available_at)).where(
+                        work_tasks.c.state == "queued"
+                    )
+                )
+            ).one()
+        return {"depth": row[0], "oldest_available_at": row[1]}

@@ -1,0 +1,83 @@
+"""The worker protocol over HTTP, and the worker registry listing."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from rdev.api.deps import ContainerDep, PrincipalDep
+from rdev.api.schemas import (
+    ClaimRequest,
+    Completion,
+    Heartbeat,
+    HeartbeatAnswer,
+    LogAppend,
+    WorkerRegister,
+    WorkerRegistered,
+)
+from rdev.domain.models import ClaimedTask, WorkerInfo
+
+router = APIRouter(tags=["workers"])
+
+
+@router.post("/workers/register", response_model=WorkerRegistered)
+async def register(body: WorkerRegister, c: ContainerDep, p: PrincipalDep) -> WorkerRegistered:
+    """Idempotent by worker name: the same name gets the same id back."""
+    wid = await c.workers.register(p, **body.model_dump())
+    lease = c.settings.lease_seconds
+    return WorkerRegistered(worker_id=wid, lease_seconds=lease,
+                            heartbeat_interval_seconds=max(1.0, lease / 4))
+
+
+@router.post("/workers/{worker_id}/heartbeat", response_model=HeartbeatAnswer)
+async def heartbeat(
+    worker_id: str, body: Heartbeat, c: ContainerDep, p: PrincipalDep
+) -> HeartbeatAnswer:
+    """Extends the leases of the listed tasks; the answer lists cancel requests.
+
+    A stale lease token → 409 (``lost_tasks`` names them) and nothing changes.
+    """
+    leases, cancels = await c.workers.heartbeat(
+        p, worker_id, {t.task_id: t.lease_token for t in body.tasks}
+    )
+    return HeartbeatAnswer(leases=leases, cancel=cancels)
+
+
+@router.post("/workers/{worker_id}/claim", response_model=list[ClaimedTask])
+async def claim(
+    worker_id: str, body: ClaimRequest, c: ContainerDep, p: PrincipalDep
+) -> list[ClaimedTask]:
+    """Long-poll (up to ``wait_seconds``, default 30) for up to ``max_tasks`` tasks."""
+    return await c.workers.claim(p, worker_id, body.max_tasks, body.wait_seconds)
+
+
+@router.post("/workers/{worker_id}/stopped", status_code=204)
+async def stopped(worker_id: str, c: ContainerDep, p: PrincipalDep) -> Response:
+    await c.workers.stopped(p, worker_id)
+    return Response(status_code=204)
+
+
+@router.post("/builds/{task_id}/logs", status_code=200)
+async def append_logs(
+    task_id: str, body: LogAppend, c: ContainerDep, p: PrincipalDep
+) -> dict[str, int]:
+    """Append log chunks in order (worker only; needs the current lease token)."""
+    last = await c.workers.append_logs(
+        p, task_id, body.lease_token, [ch.model_dump() for ch in body.chunks]
+    )
+    return {"last_seq": last}
+
+
+@router.post("/workers/{worker_id}/complete/{task_id}")
+async def complete(
+    worker_id: str, task_id: str, body: Completion, c: ContainerDep, p: PrincipalDep
+) -> dict[str, str]:
+    """Report the result. A stale lease token → 409 and the stored result stays."""
+    status = await c.workers.complete(
+        p, worker_id, task_id, body.lease_token, body.result, body.agent_info
+    )
+    return {"task_id": task_id, "status": status.value}
+
+
+@router.get("/workers", response_model=list[WorkerInfo])
+async def list_workers(c: ContainerDep, p: PrincipalDep) -> list[WorkerInfo]:
+    return await c.workers.list(p)

@@ -1,0 +1,146 @@
+"""Request and response bodies of the HTTP API (the wire shapes, separate from the domain)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rdev.domain.models import BuildResult, BuildSpec, BuildStatus, Project
+
+
+class ProjectCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=63, examples=["my-service"])
+    repo_url: str = Field(min_length=1, examples=["https://git.example.org/team/my-service.git"])
+    default_branch: str = Field(default="main", min_length=1, max_length=255)
+    git_credential: str | None = Field(
+        default=None, description="Token or user:password for the repo; write-only."
+    )
+    default_agent: str | None = None
+    labels: list[str] = Field(default_factory=list)
+
+
+class ProjectOut(BaseModel):
+    id: str
+    name: str
+    repo_url: str
+    default_branch: str
+    has_git_credential: bool
+    default_agent: str | None
+    labels: list[str]
+    created_at: datetime
+    links: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, p: Project) -> ProjectOut:
+        return cls(
+            **p.model_dump(include=set(cls.model_fields) - {"links"}),
+            links={"self": f"/projects/{p.id}", "builds": f"/projects/{p.id}/builds"},
+        )
+
+
+class BuildAccepted(BaseModel):
+    task_id: str
+    status: BuildStatus
+    created_at: datetime
+    links: dict[str, str]
+
+
+class BuildOut(BaseModel):
+    task_id: str
+    project_id: str
+    project: str
+    status: BuildStatus
+    spec: BuildSpec
+    result: BuildResult | None
+    rendered_prompt: str | None
+    template: dict[str, str | None] | None
+    agent: dict[str, Any]
+    ci: dict[str, Any] | None
+    attempts: int
+    max_attempts: int
+    worker_id: str | None
+    cancel_requested: bool
+    pending_reason: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: dict[str, str]
+
+
+class BuildPage(BaseModel):
+    items: list[BuildOut]
+    next_cursor: str | None
+
+
+class EventOut(BaseModel):
+    seq: int
+    from_status: BuildStatus | None = Field(serialization_alias="from")
+    to_status: BuildStatus = Field(serialization_alias="to")
+    at: datetime
+    actor: str
+    reason: str | None
+
+
+class WorkerRegister(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    hostname: str | None = None
+    labels: list[str] = Field(default_factory=list)
+    agents: list[str] = Field(default_factory=list)
+    agent_notes: dict[str, str] = Field(default_factory=dict)
+    slots: int = Field(default=1, ge=1, le=256)
+    version: str | None = None
+
+
+class WorkerRegistered(BaseModel):
+    worker_id: str
+    lease_seconds: float
+    heartbeat_interval_seconds: float
+
+
+class LeaseRef(BaseModel):
+    task_id: str
+    lease_token: str
+
+
+class Heartbeat(BaseModel):
+    tasks: list[LeaseRef] = Field(default_factory=list)
+
+
+class HeartbeatAnswer(BaseModel):
+    leases: dict[str, datetime]
+    cancel: list[str]
+
+
+class ClaimRequest(BaseModel):
+    max_tasks: int = Field(default=1, ge=0, le=100)
+    wait_seconds: float | None = Field(default=None, ge=0, le=60)
+
+
+class LogChunk(BaseModel):
+    text: str
+    stream: str = "out"
+
+
+class LogAppend(BaseModel):
+    lease_token: str
+    chunks: list[LogChunk]
+
+
+class Completion(BaseModel):
+    lease_token: str
+    result: BuildResult
+    agent_info: dict[str, Any] | None = None
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    scopes: list[str] = Field(min_length=1)
+    projects: list[str] | None = None

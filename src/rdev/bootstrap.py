@@ -1,0 +1,107 @@
+"""The one wiring module: builds the object graph from Settings.
+
+Only this module imports adapters. Tests build a Container the same way, with their own
+settings (database URL, data dir) — and may swap any adapter after construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from rdev.adapters.db.builds import SqlBuildStore
+from rdev.adapters.db.engine import Database
+from rdev.adapters.db.migrate import upgrade
+from rdev.adapters.db.notify import WorkNotifier
+from rdev.adapters.db.projects import SqlProjectStore
+from rdev.adapters.db.queue import SqlWorkQueue
+from rdev.adapters.db.tokens import SqlTokenStore
+from rdev.adapters.db.workers import SqlWorkerStore
+from rdev.config import Settings
+from rdev.services.builds import BuildService
+from rdev.services.projects import ProjectService
+from rdev.services.tokens import TokenService
+from rdev.services.workers import WorkerService
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Container:
+    settings: Settings
+    db: Database
+    notifier: WorkNotifier
+    tokens: TokenService
+    projects: ProjectService
+    builds: BuildService
+    workers: WorkerService
+    queue: SqlWorkQueue
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    bootstrap_token: str | None = None
+
+    async def start(self, *, migrate: bool = True, background: bool = True) -> None:
+        if migrate:
+            await upgrade(self.db.engine)
+        await self.notifier.start()
+        self.bootstrap_token = await self.tokens.ensure_admin(self.settings.admin_token)
+        if background:
+            self.background.append(
+                asyncio.create_task(
+                    self.workers.run_reaper(self.settings.reaper_interval_seconds, self.stop_event),
+                    name="rdev-reaper",
+                )
+            )
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        for task in self.background:
+            task.cancel()
+        for task in self.background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.notifier.stop()
+        await self.db.dispose()
+
+
+def build_container(settings: Settings) -> Container:
+    db = Database(settings.resolved_database_url)
+    notifier = WorkNotifier(db)
+    project_store = SqlProjectStore(db)
+    build_store = SqlBuildStore(db, notifier)
+    queue = SqlWorkQueue(db, notifier)
+    worker_store = SqlWorkerStore(db)
+    tokens = TokenService(SqlTokenStore(db))
+    projects = ProjectService(project_store)
+    builds = BuildService(
+        projects=project_store,
+        builds=build_store,
+        workers=worker_store,
+        default_agent=settings.default_agent,
+        max_attempts=settings.max_attempts,
+        offline_after_seconds=settings.worker_offline_after_seconds,
+    )
+    workers = WorkerService(
+        workers=worker_store,
+        queue=queue,
+        notifier=notifier,
+        lease_seconds=settings.lease_seconds,
+        claim_wait_seconds=settings.claim_wait_seconds,
+        offline_after_seconds=settings.worker_offline_after_seconds,
+        retry_delay_seconds=settings.retry_delay_seconds,
+        max_retryable_failures=settings.max_retryable_failures,
+    )
+    return Container(
+        settings=settings,
+        db=db,
+        notifier=notifier,
+        tokens=tokens,
+        projects=projects,
+        builds=builds,
+        workers=workers,
+        queue=queue,
+    )

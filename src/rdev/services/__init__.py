@@ -1,0 +1,1 @@
+"""Use cases: domain + ports only."""

@@ -1,0 +1,86 @@
+"""API tokens: minting, authenticating (with a short cache), the bootstrap admin token."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any, Protocol
+
+from rdev.domain.auth import SCOPES, Principal
+from rdev.domain.errors import Unauthorized, ValidationFailed
+
+TOKEN_PREFIX = "rdev_"
+_CACHE_SECONDS = 5.0
+
+
+class TokenStore(Protocol):
+    async def create(
+        self, *, name: str, token: str, scopes: list[str], projects: list[str] | None
+    ) -> str: ...
+    async def lookup(self, token: str) -> dict[str, Any] | None: ...
+    async def count(self) -> int: ...
+    async def list(self) -> list[dict[str, Any]]: ...
+    async def revoke(self, token_id: str) -> None: ...
+
+
+def new_token_value() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+class TokenService:
+    def __init__(self, store: TokenStore) -> None:
+        self.store = store
+        self._cache: dict[str, tuple[float, Principal]] = {}
+
+    async def create(
+        self, name: str, scopes: list[str], projects: list[str] | None = None,
+        value: str | None = None,
+    ) -> tuple[str, str]:
+        """Mint a token; returns (token id, the token itself — shown once, stored hashed)."""
+        unknown = [s for s in scopes if s not in SCOPES]
+        if unknown or not scopes:
+            raise ValidationFailed(
+                f"unknown or missing scopes {unknown}; known: {list(SCOPES)}", field="scopes"
+            )
+        token = value or new_token_value()
+        tid = await self.store.create(name=name, token=token, scopes=scopes, projects=projects)
+        return tid, token
+
+    async def authenticate(self, token: str | None) -> Principal:
+        if not token:
+            raise Unauthorized("missing bearer token")
+        now = time.monotonic()
+        hit = self._cache.get(token)
+        if hit and hit[0] > now:
+            return hit[1]
+        row = await self.store.lookup(token)
+        if row is None:
+            raise Unauthorized("invalid or revoked token")
+        principal = Principal(
+            token_id=row["id"],
+            name=row["name"],
+            scopes=frozenset(row["scopes"]),
+            projects=frozenset(row["projects"]) if row["projects"] is not None else None,
+        )
+        if len(self._cache) > 10000:
+            self._cache.clear()
+        self._cache[token] = (now + _CACHE_SECONDS, principal)
+        return principal
+
+    async def ensure_admin(self, configured: str | None) -> str | None:
+        """On first start make the bootstrap admin token; returns it when newly generated.
+
+        With ``RDEV_ADMIN_TOKEN`` set, that value is (idempotently) registered instead.
+        """
+        if configured:
+            if await self.store.lookup(configured) is None:
+                await self.create("admin", ["admin"], value=configured)
+            return None
+        if await self.store.count() == 0:
+            _, token = await self.create("bootstrap-admin", ["admin"])
+            return token
+        return None
+
+    async def revoke(self, token_id: str) -> None:
+        await self.store.revoke(token_id)
+        self._cache.clear()
