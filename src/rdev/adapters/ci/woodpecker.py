@@ -30,7 +30,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -85,6 +85,11 @@ class WoodpeckerCI:
         if not server.startswith(("http://", "https://")):
             raise ValidationFailed(
                 "CI server URL must start with http:// or https://", field="server_url"
+            )
+        if urlsplit(server).username is not None or "@" in urlsplit(server).netloc:
+            raise ValidationFailed(
+                "CI server URL must not contain credentials (the token is given apart)",
+                field="server_url",
             )
         repo = (repo_full_name or "").strip().strip("/")
         if not _REPO_NAME.match(repo):
