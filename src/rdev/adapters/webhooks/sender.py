@@ -86,7 +86,7 @@ class PinnedNetworkBackend(httpcore.AsyncNetworkBackend):
                     socket_options=socket_options,
                 )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failures.append(f"{ip}: {exc or type(exc).__name__}")
+                failures.append(f"{ip}: {_root_cause(exc)}")
                 continue
             reason = self._peer_refusal(stream)
             if reason is not None:
@@ -267,6 +267,17 @@ class HttpWebhookSender:
                     if len(chunks) >= self.max_body:
                         break
         return bytes(chunks[: self.max_body]).decode("utf-8", errors="replace")
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The most specific message in an exception chain (anyio wraps "connection refused")."""
+    text = str(exc) or type(exc).__name__
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror if not seen.errno else f"[Errno {seen.errno}] {seen.strerror}"
+        seen = seen.__cause__ or seen.__context__
+    return text
 
 
 def _status_error(status: int, response: httpcore.Response) -> str:
