@@ -40,6 +40,12 @@ class Container:
     builds: BuildService
     workers: WorkerService
     queue: SqlWorkQueue
+    # Feature services wired below (None when not configured).
+    templates: Any = None
+    domains: Any = None
+    pipelines: Any = None
+    webhooks: Any = None
+    repo_hosts: dict[str, Any] = field(default_factory=dict)
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     bootstrap_token: str | None = None
@@ -95,7 +101,7 @@ def build_container(settings: Settings) -> Container:
         retry_delay_seconds=settings.retry_delay_seconds,
         max_retryable_failures=settings.max_retryable_failures,
     )
-    return Container(
+    container = Container(
         settings=settings,
         db=db,
         notifier=notifier,
@@ -105,3 +111,5 @@ def build_container(settings: Settings) -> Container:
         workers=workers,
         queue=queue,
     )
+    # -- feature wiring (one block per feature) --
+    return container

@@ -1,0 +1,1 @@
+"""The worker daemon: protocol client, build executor, claim/heartbeat loop."""
