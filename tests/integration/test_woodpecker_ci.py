@@ -115,7 +115,8 @@ async def test_a_raw_woodpecker_status_is_accepted_as_filter(fake, ci):
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [({"status": "green"}, "status"), ({"per_page": 101}, "per_page"),
-     ({"per_page": 0}, "per_page"), ({"page": 0}, "page"), ({"event": "push;drop"}, "event")],
+     ({"per_page": 0}, "per_page"), ({"page": 0}, "page"), ({"event": "push;drop"}, "event"),
+     ({"status": "cancelled", "page": 6, "per_page": 100}, "page")],
 )
 async def test_invalid_list_arguments_are_refused_before_any_request(fake, ci, kwargs, field):
     with pytest.raises(ValidationFailed) as err:
@@ -198,6 +199,8 @@ async def test_find_pipeline_for_commit_scans_past_the_first_page(fake, ci):
     assert found.workflows and found.workflows[0].steps[0].state == "failure"
     assert (await ci.find_pipeline_for_commit(sha(3)[:10].upper())).number == 3
     assert await ci.find_pipeline_for_commit("f" * 40) is None
+    with pytest.raises(ValidationFailed):
+        await ci.find_pipeline_for_commit("abc12")
     assert await ci.find_pipeline_for_commit(sha(3), max_pipelines=50) is None
 
 
@@ -321,7 +324,8 @@ async def test_injected_client_and_api_suffix_in_server_url_work(fake):
 
 @pytest.mark.parametrize(
     ("server", "repo", "token", "field"),
-    [("ftp://ci", REPO, "t0ken", "server_url"), ("http://ci", "app", "t0ken", "repo"),
+    [("ftp://ci", REPO, "t0ken", "server_url"), ("http://", REPO, "t0ken", "server_url"),
+     ("http://ci", "app", "t0ken", "repo"),
      ("http://ci", REPO, "", "token")],
 )
 def test_bad_configuration_is_refused(server, repo, token, field):

@@ -13,7 +13,7 @@ What a caller must know:
   (one of our normalized states, or one raw Woodpecker status). A normalized state that stands
   for several Woodpecker values (``pending`` = created+pending, ``cancelled`` =
   killed+canceled+declined) is fetched as one server-filtered stream per value, merged by
-  number.
+  number; such a list pages down to the 500 newest matches (``MAX_MERGED_DEPTH``).
 * Errors are domain errors with our own wording; Woodpecker's bodies are never passed on and
   the token never appears (every message goes through :class:`SecretScrubber`).
 * ``timeout`` bounds each HTTP request (connect + wait + read), default 10 s.
@@ -50,12 +50,14 @@ log = logging.getLogger(__name__)
 WOODPECKER_MAX_PER_PAGE = 50
 #: The largest ``per_page`` we accept (filled from several Woodpecker pages above 50).
 MAX_PER_PAGE = 100
+#: How deep a merged-status list may page (each raw status is fetched from the start).
+MAX_MERGED_DEPTH = 500
 #: How many recent pipelines ``find_pipeline_for_commit`` scans by default.
 DEFAULT_COMMIT_SCAN = 100
 
 _REPO_NAME = re.compile(r"^[^/\s]+(/[^/\s]+)+$")
 _EVENT_LIST = re.compile(r"^[a-z_]+(,[a-z_]+)*$")
-_HEX = re.compile(r"^[0-9a-fA-F]{4,64}$")
+_HEX = re.compile(r"^[0-9a-fA-F]{7,64}$")
 
 # (server_url, repo_full_name) → Woodpecker repo id. Per process; ids never change for an
 # activated repo, and a 404 drops the entry.
@@ -82,11 +84,11 @@ class WoodpeckerCI:
         server = (server_url or "").strip().rstrip("/")
         if server.endswith("/api"):
             server = server[: -len("/api")]
-        if not server.startswith(("http://", "https://")):
+        if not server.startswith(("http://", "https://")) or not urlsplit(server).hostname:
             raise ValidationFailed(
                 "CI server URL must start with http:// or https://", field="server_url"
             )
-        if urlsplit(server).username is not None or "@" in urlsplit(server).netloc:
+        if "@" in urlsplit(server).netloc:
             raise ValidationFailed(
                 "CI server URL must not contain credentials (the token is given apart)",
                 field="server_url",
@@ -141,6 +143,13 @@ class WoodpeckerCI:
                 params["status"] = raw_statuses[0]
             items = await self._fetch_slice(repo_id, params, start, stop)
         else:
+            if stop > MAX_MERGED_DEPTH:
+                raise ValidationFailed(
+                    f"status={status} lists only the {MAX_MERGED_DEPTH} newest pipelines; "
+                    "filter by one Woodpecker status (" + ", ".join(raw_statuses)
+                    + ") to page further",
+                    field="page",
+                )
             # One server-filtered stream per raw status; the first `stop` of each suffice.
             streams = await asyncio.gather(
                 *(self._fetch_slice(repo_id, {**params, "status": s}, 0, stop)
@@ -182,7 +191,7 @@ class WoodpeckerCI:
         Restarts and PR pipelines of the same commit have higher numbers, so the newest run
         wins.
         """
-        if not _HEX.match(sha or "") or len(sha) < 7:
+        if not _HEX.match(sha or ""):
             raise ValidationFailed("commit SHA must be 7 to 64 hex characters", field="sha")
         want = sha.lower()
         repo_id = await self._repo_id()
