@@ -113,3 +113,55 @@ def build_container(settings: Settings) -> Container:
     )
     # -- feature wiring (one block per feature) --
     return container
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    server: str,
+    token: str,
+    name: str,
+    slots: int | None = None,
+    labels: list[str] | None = None,
+) -> Any:
+    """The worker daemon with its git and agent adapters (for ``rdev worker`` and embedded)."""
+    import os
+
+    from rdev.adapters.agents.registry import build_agents, offered
+    from rdev.adapters.git.cli import GitCLI
+    from rdev.ports.git import GitAuthor
+    from rdev.worker.client import WorkerClient
+    from rdev.worker.daemon import WorkerDaemon, WorkerOptions
+    from rdev.worker.executor import DEFAULT_PRIVATE_PATHS, BuildExecutor, ExecutorConfig
+
+    agents = build_agents(settings)
+    names, notes = offered(agents)
+    for agent_name, why in notes.items():
+        log.warning("agent not offered", agent=agent_name, reason=why)
+    try:
+        from rdev.adapters.agents import AGENT_PRIVATE_PATHS as private
+    except ImportError:
+        private = DEFAULT_PRIVATE_PATHS
+    secrets = [os.environ.get(k, "") for k in settings.agent_env_allowlist if "KEY" in k
+               or "TOKEN" in k]
+    executor = BuildExecutor(
+        GitCLI(),
+        {n: agents[n] for n in names},
+        ExecutorConfig(
+            workdir_root=settings.worker_workdir,
+            keep_failed_workdirs=settings.keep_failed_workdirs,
+            author=GitAuthor(settings.git_author_name, settings.git_author_email),
+            default_timeout_seconds=settings.default_timeout_seconds,
+            private_paths=tuple(sorted(set(private) | set(DEFAULT_PRIVATE_PATHS))),
+        ),
+        secrets=[token, *secrets],
+    )
+    options = WorkerOptions(
+        name=name,
+        slots=slots or settings.worker_slots,
+        labels=labels or [],
+        agents=names,
+        agent_notes=notes,
+        grace_seconds=settings.shutdown_grace_seconds,
+    )
+    return WorkerDaemon(WorkerClient(server, token), executor, options)

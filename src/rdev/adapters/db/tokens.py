@@ -58,6 +58,14 @@ class SqlTokenStore:
             rows = (await conn.execute(select(api_tokens).order_by(api_tokens.c.created_at))).mappings().all()
         return [{k: v for k, v in r.items() if k != "token_hash"} for r in rows]
 
+    async def revoke_named(self, name: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(api_tokens)
+                .where(api_tokens.c.name == name, api_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+
     async def revoke(self, token_id: str) -> None:
         async with self.db.write() as conn:
             await conn.execute(

@@ -1,0 +1,159 @@
+"""The ``rdev`` command: server, worker, admin commands (and the API client commands)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rdev.config import Settings
+from rdev.logging import configure_logging
+
+app = typer.Typer(help="rdev: build orchestration for bot-driven development.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+token_app = typer.Typer(help="Manage API tokens (direct database access).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+EMBEDDED_WORKER_TOKEN_NAME = "embedded-worker"
+
+
+def _settings(**over: object) -> Settings:
+    return Settings(**{k: v for k, v in over.items() if v is not None})
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    embedded_worker: Annotated[
+        bool | None,
+        typer.Option("--embedded-worker/--no-embedded-worker",
+                     help="Run one worker in this process (default: RDEV_EMBEDDED_WORKER, on)."),
+    ] = None,
+) -> None:
+    """Run the API server (migrations applied at start-up) with its background loops."""
+    import uvicorn
+
+    from rdev.api.app import create_app
+
+    settings = _settings(host=host, port=port, embedded_worker=embedded_worker)
+    configure_logging(settings.log_level, settings.log_format)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fastapi_app = create_app(settings)
+    if settings.embedded_worker:
+        fastapi_app.state.startup_hooks.append(_start_embedded_worker)
+        fastapi_app.state.shutdown_hooks.append(_stop_embedded_worker)
+    config = uvicorn.Config(fastapi_app, host=settings.host, port=settings.port, log_config=None,
+                            access_log=False, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run()
+
+
+async def _start_embedded_worker(container) -> None:  # type: ignore[no-untyped-def]
+    from rdev.bootstrap import build_worker
+
+    s = container.settings
+    await container.tokens.store.revoke_named(EMBEDDED_WORKER_TOKEN_NAME)
+    _, token = await container.tokens.create(EMBEDDED_WORKER_TOKEN_NAME, ["workers:run"])
+    host = "127.0.0.1" if s.host in ("0.0.0.0", "::", "") else s.host
+    server = s.public_url or f"http://{host}:{s.port}"
+    daemon = build_worker(s, server=server, token=token, name=f"embedded-{socket.gethostname()}")
+    stop = asyncio.Event()
+    container.embedded_worker_stop = stop
+    container.background.append(asyncio.create_task(daemon.run(stop), name="rdev-embedded-worker"))
+
+
+async def _stop_embedded_worker(container) -> None:  # type: ignore[no-untyped-def]
+    stop = getattr(container, "embedded_worker_stop", None)
+    if stop:
+        stop.set()
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations and exit."""
+    from rdev.adapters.db.engine import Database
+    from rdev.adapters.db.migrate import upgrade
+
+    settings = _settings()
+
+    async def run() -> None:
+        db = Database(settings.resolved_database_url)
+        await upgrade(db.engine)
+        await db.dispose()
+
+    asyncio.run(run())
+    typer.echo("database is up to date")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="A name for the token.")],
+    scope: Annotated[list[str], typer.Option(help="A scope; repeat for several.")],
+    project: Annotated[
+        list[str] | None, typer.Option(help="Limit to a project (id or name); repeatable.")
+    ] = None,
+) -> None:
+    """Mint an API token; it is printed once and stored only as a hash."""
+    from rdev.bootstrap import build_container
+    from rdev.domain.errors import DomainError
+
+    async def run() -> str:
+        c = build_container(_settings())
+        await c.start(background=False)
+        try:
+            _, token = await c.tokens.create(name, scope, project or None)
+            return token
+        finally:
+            await c.stop()
+
+    try:
+        typer.echo(asyncio.run(run()))
+    except DomainError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def worker(
+    server: Annotated[str, typer.Option(envvar="RDEV_SERVER", help="Server URL.")],
+    token: Annotated[str, typer.Option(envvar="RDEV_TOKEN", help="Token with workers:run.")],
+    name: Annotated[str | None, typer.Option(help="Worker name (default: hostname).")] = None,
+    slots: Annotated[int | None, typer.Option(help="Builds run at once.")] = None,
+    labels: Annotated[str, typer.Option(help="Comma-separated routing labels.")] = "",
+    workdir: Annotated[Path | None, typer.Option(help="Where build workdirs go.")] = None,
+) -> None:
+    """Run a worker daemon: claim builds from SERVER and run them."""
+    from rdev.bootstrap import build_worker
+
+    settings = _settings(worker_workdir=workdir)
+    configure_logging(settings.log_level, settings.log_format)
+    daemon = build_worker(
+        settings, server=server, token=token, name=name or socket.gethostname(), slots=slots,
+        labels=[x.strip() for x in labels.split(",") if x.strip()],
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await daemon.run(stop)
+        finally:
+            await daemon.client.aclose()
+
+    asyncio.run(run())
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
+
