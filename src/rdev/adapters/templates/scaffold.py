@@ -100,8 +100,11 @@ def _dest_rel(
             part = "." + part.removeprefix(_DOT_PREFIX)
         parts.append(part)
     joined = "/".join(parts)
-    if "\\" in joined or "\x00" in joined or joined.startswith("/") or (
-        len(joined) > 1 and joined[1] == ":"
+    if (
+        "\\" in joined
+        or "\x00" in joined
+        or joined.startswith("/")
+        or (len(joined) > 1 and joined[1] == ":")
     ):
         raise _refused(template_name, joined, "absolute paths are not allowed")
     rel = PurePosixPath(joined)
