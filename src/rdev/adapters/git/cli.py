@@ -18,7 +18,9 @@ The push goes to the URL the checkout was cloned from (remembered by this object
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +33,15 @@ from rdev.ports.git import GitAuthor, PushRejected
 
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _CHANGE_KINDS = {"A": "added", "M": "modified", "D": "deleted", "R": "renamed", "T": "modified"}
-_RETRYABLE_PUSH = ("fetch first", "non-fast-forward", "stale info", "cannot lock ref")
+#: Rejections that mean "the branch moved (or is moving) under us": fetch, rebase, retry.
+_RETRYABLE_PUSH = (
+    "fetch first",
+    "non-fast-forward",
+    "stale info",
+    "cannot lock ref",
+    "failed to lock",
+    "failed to update ref",
+)
 
 
 class GitCLI:
@@ -189,6 +199,8 @@ class GitCLI:
             if not any(reason in status for reason in _RETRYABLE_PUSH):
                 raise PushRejected(f"push to {branch} rejected by the remote: {status}")
             if attempt < attempts:
+                # A concurrent pusher may still hold the ref lock: back off a little.
+                await asyncio.sleep(random.uniform(0.05, 0.25) * attempt)
                 await self._rebase_onto_remote(workdir, url, branch, auth, scrubber)
         raise PushRejected(
             f"push to {branch} rejected after {attempts} attempts (the branch keeps moving): {last}"
@@ -244,9 +256,14 @@ class GitCLI:
         await self.runner.run(["add", "-A", "--", ".", *excluded], cwd=workdir, env=env)
         if not specs:
             return
+        # Tracked paths under the excluded patterns are still staged (changes and deletions).
         tracked = await self.runner.run(["ls-files", "-z", "--", *specs], cwd=workdir, env=env)
         if tracked.stdout.strip("\0"):
-            await self.runner.run(["add", "-u", "--", *specs], cwd=workdir, env=env)
+            await self.runner.run(
+                ["--literal-pathspecs", "add", "-u", "--pathspec-from-file=-",
+                 "--pathspec-file-nul"],
+                cwd=workdir, env=env, stdin=tracked.stdout,
+            )  # fmt: skip
 
     async def _head(self, workdir: Path) -> str:
         result = await self.runner.run(
