@@ -147,3 +147,14 @@ def test_template_without_scaffold_only_creates_dest(dirs):
     FolderTemplateProvider([root]).scaffold("bare", dest, {}, PROJECT)
 
     assert dest.is_dir() and written(dest) == []
+
+
+def test_two_files_mapping_to_one_path_are_refused(dirs):
+    root, dest, _ = dirs
+    sc = template_with_scaffold(root)
+    (sc / "a.txt").write_text("plain")
+    (sc / "a.txt.j2").write_text("rendered")
+
+    with pytest.raises(ValidationFailed) as err:
+        FolderTemplateProvider([root]).scaffold("t", dest, {}, PROJECT)
+    assert "same path" in err.value.detail

@@ -80,7 +80,9 @@ def _plan(
     seen: set[PurePosixPath] = set()
     for e in entries:
         if e.rel in seen:
-            raise _refused(template_name, e.rel, "two scaffold files map to the same path")
+            raise _refused(
+                template_name, e.rel.as_posix(), "two scaffold files map to the same path"
+            )
         seen.add(e.rel)
     return entries
 
