@@ -8,6 +8,8 @@ import asyncio
 import time
 from pathlib import Path
 
+from rdev.adapters.agents.command import CommandAgent
+from rdev.ports.agents import AgentRequest
 from tests.fixtures.agent_clis import (  # noqa: F401
     LogCollector,
     git_repo,
@@ -17,9 +19,6 @@ from tests.fixtures.agent_clis import (  # noqa: F401
     scratch_dir,
     wait_no_marked_processes,
 )
-
-from rdev.adapters.agents.command import CommandAgent
-from rdev.ports.agents import AgentRequest
 
 
 def _request(repo: Path, scratch: Path, marker: str, timeout: float = 30.0) -> AgentRequest:
