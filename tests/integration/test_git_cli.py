@@ -326,6 +326,8 @@ async def test_concurrent_pushes_to_one_branch_both_land(gitcli, git_server, tmp
     check = git_server.clone_back("demo", tmp_path / "check")
     assert (check / "file0.txt").exists() and (check / "file1.txt").exists()
     assert sorted(git_server.log("demo")[:2]) == ["commit 0", "commit 1"]
+    # One push had to be retried: 2 pushes x 2 write requests, plus at least one retry.
+    assert len([r for r in git_server.requests if r[2]]) >= 6
 
 
 async def test_rebase_conflict_raises_push_rejected_and_leaves_no_rebase_behind(
@@ -346,3 +348,35 @@ async def test_rebase_conflict_raises_push_rejected_and_leaves_no_rebase_behind(
     assert git("rev-parse", "HEAD", cwd=work).strip() == ours
     assert not (work / ".git" / "rebase-merge").exists()
     assert not (work / ".git" / "rebase-apply").exists()
+
+
+# ---------------------------------------------------------- environment, ssh
+
+
+async def test_git_runs_without_inherited_git_settings_or_prompts(
+    gitcli, git_server, tmp_path, monkeypatch
+):
+    trace = tmp_path / "trace.log"
+    monkeypatch.setenv("GIT_TRACE_CURL", str(trace))
+    monkeypatch.setenv("GIT_TRACE_REDACT", "0")
+    monkeypatch.setenv("GIT_DIR", str(tmp_path / "elsewhere"))
+    git_server.make_repo("demo")
+    await clone(gitcli, git_server, "demo", tmp_path / "w")
+    assert not trace.exists()  # a trace would have logged the Authorization header
+    env = gitcli.runner.environment()
+    assert env["GIT_TERMINAL_PROMPT"] == "0"
+    assert env["GIT_CONFIG_NOSYSTEM"] == "1" and env["GIT_CONFIG_GLOBAL"] == "/dev/null"
+    assert "BatchMode=yes" in env["GIT_SSH_COMMAND"]
+
+
+async def test_ssh_remote_fails_fast_instead_of_prompting(gitcli, tmp_path):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    started = time.monotonic()
+    with pytest.raises(GitError):
+        await gitcli.clone(
+            f"ssh://git@127.0.0.1:{port}/x.git", tmp_path / "w", "main", "main", None
+        )
+    assert time.monotonic() - started < 10
