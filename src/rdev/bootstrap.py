@@ -112,6 +112,23 @@ def build_container(settings: Settings) -> Container:
         queue=queue,
     )
     # -- feature wiring (one block per feature) --
+    # DNS aliases (issue 8): the DomainService; project deletion also removes the CNAMEs.
+    from rdev.adapters.db.domains import SqlDomainStore
+    from rdev.adapters.dns import build_dns_provider
+    from rdev.adapters.dns.reconcile import reconcile as dns_reconcile
+    from rdev.domain.hostnames import effective_zones
+    from rdev.services.domains import AliasReleasingProjectStore, DomainService
+
+    container.domains = DomainService(
+        SqlDomainStore(db),
+        project_store,
+        build_dns_provider(settings),
+        compare=dns_reconcile,
+        apps_domain=settings.apps_domain,
+        zones=effective_zones(settings.dns_zones, settings.apps_domain),
+        max_aliases_per_project=settings.dns_max_aliases_per_project,
+    )
+    projects.store = AliasReleasingProjectStore(projects.store, container.domains)
     return container
 
 

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rdev import __version__
 from rdev.api.problems import install_problem_handlers
-from rdev.api.routers import builds, health, logs, projects, tokens, workers
+from rdev.api.routers import builds, domains, health, logs, projects, tokens, workers
 from rdev.bootstrap import Container, build_container
 from rdev.config import Settings
 
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []
     install_problem_handlers(app)
-    for r in (health, projects, builds, logs, workers, tokens):
+    for r in (health, projects, builds, logs, workers, tokens, domains):
         app.include_router(r.router)
     app.add_middleware(RequestContext)
     return app
