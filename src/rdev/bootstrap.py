@@ -62,6 +62,12 @@ class Container:
                     name="rdev-reaper",
                 )
             )
+            if self.webhooks is not None:
+                self.background.append(
+                    asyncio.create_task(
+                        self.webhooks.run(self.stop_event), name="rdev-webhook-dispatcher"
+                    )
+                )
 
     async def stop(self) -> None:
         self.stop_event.set()
@@ -129,6 +135,24 @@ def build_container(settings: Settings) -> Container:
         max_aliases_per_project=settings.dns_max_aliases_per_project,
     )
     projects.store = AliasReleasingProjectStore(projects.store, container.domains)
+    # Build callbacks (issue 5): outbox dispatcher, submit-time SSRF check, project secrets.
+    from rdev.adapters.db.deliveries import SqlDeliveryStore
+    from rdev.adapters.webhooks import HttpWebhookSender, new_secret, next_delay
+    from rdev.services.webhooks import WebhookService, callback_checker
+
+    webhook_sender = HttpWebhookSender(
+        settings.webhook_allowlist, timeout=settings.webhook_timeout_seconds
+    )
+    container.webhooks = WebhookService(
+        store=SqlDeliveryStore(db),
+        sender=webhook_sender,
+        delay=next_delay,
+        max_attempts=settings.webhook_max_attempts,
+        timeout=settings.webhook_timeout_seconds,
+    )
+    builds.check_callback = callback_checker(webhook_sender.check_url)
+    workers.on_complete.append(container.webhooks.on_build_complete)
+    projects.new_webhook_secret = new_secret
     return container
 
 
@@ -159,8 +183,9 @@ def build_worker(
         from rdev.adapters.agents import AGENT_PRIVATE_PATHS as private
     except ImportError:
         private = DEFAULT_PRIVATE_PATHS
-    secrets = [os.environ.get(k, "") for k in settings.agent_env_allowlist if "KEY" in k
-               or "TOKEN" in k]
+    secrets = [
+        os.environ.get(k, "") for k in settings.agent_env_allowlist if "KEY" in k or "TOKEN" in k
+    ]
     executor = BuildExecutor(
         GitCLI(),
         {n: agents[n] for n in names},

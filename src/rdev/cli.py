@@ -14,12 +14,15 @@ import typer
 from rdev.config import Settings
 from rdev.logging import configure_logging
 
-app = typer.Typer(help="rdev: build orchestration for bot-driven development.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="rdev: build orchestration for bot-driven development.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 token_app = typer.Typer(help="Manage API tokens (direct database access).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
-EMBEDDED_WORKER_TOKEN_NAME = "embedded-worker"
+EMBEDDED_WORKER_TOKEN_NAME = "embedded-worker"  # noqa: S105 - a name, not a secret
 
 
 def _settings(**over: object) -> Settings:
@@ -32,8 +35,10 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
     embedded_worker: Annotated[
         bool | None,
-        typer.Option("--embedded-worker/--no-embedded-worker",
-                     help="Run one worker in this process (default: RDEV_EMBEDDED_WORKER, on)."),
+        typer.Option(
+            "--embedded-worker/--no-embedded-worker",
+            help="Run one worker in this process (default: RDEV_EMBEDDED_WORKER, on).",
+        ),
     ] = None,
 ) -> None:
     """Run the API server (migrations applied at start-up) with its background loops."""
@@ -48,8 +53,14 @@ def serve(
     if settings.embedded_worker:
         fastapi_app.state.startup_hooks.append(_start_embedded_worker)
         fastapi_app.state.shutdown_hooks.append(_stop_embedded_worker)
-    config = uvicorn.Config(fastapi_app, host=settings.host, port=settings.port, log_config=None,
-                            access_log=False, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        fastapi_app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     uvicorn.Server(config).run()
 
 
@@ -71,6 +82,20 @@ async def _stop_embedded_worker(container) -> None:  # type: ignore[no-untyped-d
     stop = getattr(container, "embedded_worker_stop", None)
     if stop:
         stop.set()
+
+
+domains_app = typer.Typer(help="DNS aliases of projects.", no_args_is_help=True)
+app.add_typer(domains_app, name="domains")
+
+
+@domains_app.command("reconcile")
+def domains_reconcile(
+    fix: Annotated[bool, typer.Option("--fix", help="Repair the drift found.")] = False,
+) -> None:
+    """Compare the aliases in the database with DNS; report drift and optionally repair it."""
+    from rdev.domains_cli import reconcile_command
+
+    raise typer.Exit(asyncio.run(reconcile_command(_settings(), fix)))
 
 
 @app.command()
@@ -133,7 +158,11 @@ def worker(
     settings = _settings(worker_workdir=workdir)
     configure_logging(settings.log_level, settings.log_format)
     daemon = build_worker(
-        settings, server=server, token=token, name=name or socket.gethostname(), slots=slots,
+        settings,
+        server=server,
+        token=token,
+        name=name or socket.gethostname(),
+        slots=slots,
         labels=[x.strip() for x in labels.split(",") if x.strip()],
     )
 
@@ -156,4 +185,3 @@ def main() -> None:  # pragma: no cover - console entry
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
-

@@ -100,9 +100,7 @@ class Settings(BaseSettings):
     dns_tsig_secret: str | None = None
     dns_max_aliases_per_project: int = 20
 
-    @field_validator(
-        "webhook_allowlist", "dns_zones", "agent_env_allowlist", mode="before"
-    )
+    @field_validator("webhook_allowlist", "dns_zones", "agent_env_allowlist", mode="before")
     @classmethod
     def _comma_list(cls, v: Any) -> list[str]:
         return _split(v)
@@ -114,7 +112,9 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{(self.data_dir / 'rdev.db').resolve()}"
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[no-untyped-def]
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):  # type: ignore[no-untyped-def]
         return (init_settings, env_settings, _toml_source(settings_cls))
 
 

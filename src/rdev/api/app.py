@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rdev import __version__
 from rdev.api.problems import install_problem_handlers
-from rdev.api.routers import builds, domains, health, logs, projects, tokens, workers
+from rdev.api.routers import builds, deliveries, domains, health, logs, projects, tokens, workers
 from rdev.bootstrap import Container, build_container
 from rdev.config import Settings
 
@@ -53,8 +53,13 @@ class RequestContext:
             await self.app(scope, receive, send_wrapper)
         finally:
             if status >= 400 or path != "/healthz":
-                log.info("request", method=scope.get("method"), path=path, status=status,
-                         ms=round((time.perf_counter() - start) * 1000, 1))
+                log.info(
+                    "request",
+                    method=scope.get("method"),
+                    path=path,
+                    status=status,
+                    ms=round((time.perf_counter() - start) * 1000, 1),
+                )
 
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
@@ -89,7 +94,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []
     install_problem_handlers(app)
-    for r in (health, projects, builds, logs, workers, tokens, domains):
+    for r in (health, projects, builds, logs, workers, tokens, domains, deliveries):
         app.include_router(r.router)
     app.add_middleware(RequestContext)
     return app

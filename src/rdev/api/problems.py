@@ -19,7 +19,12 @@ PROBLEM_JSON = "application/problem+json"
 
 
 def problem(
-    status: int, code: str, title: str, detail: str, *, headers: dict[str, str] | None = None,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
     body = {"type": TYPE_BASE + code, "title": title, "status": status, "detail": detail}
@@ -55,12 +60,14 @@ def install_problem_handlers(app: FastAPI) -> None:
             msg = str(e.get("msg", "invalid"))
             if msg.startswith("Value error, "):
                 msg = msg[len("Value error, ") :]
-            errors.append({"field": _field_path(e.get("loc", ())), "message": msg,
-                           "type": e.get("type")})
+            errors.append(
+                {"field": _field_path(e.get("loc", ())), "message": msg, "type": e.get("type")}
+            )
         malformed = any(e.get("type") == "json_invalid" for e in exc.errors())
         if malformed:
-            return problem(400, "malformed-json", "Malformed JSON", "the body is not valid JSON",
-                           errors=errors)
+            return problem(
+                400, "malformed-json", "Malformed JSON", "the body is not valid JSON", errors=errors
+            )
         first = errors[0] if errors else {"field": "body", "message": "invalid"}
         return problem(
             422,
@@ -76,11 +83,20 @@ def install_problem_handlers(app: FastAPI) -> None:
         code = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized"}.get(
             exc.status_code, "http-error"
         )
-        return problem(exc.status_code, code, str(exc.detail), str(exc.detail),
-                       headers=getattr(exc, "headers", None))
+        return problem(
+            exc.status_code,
+            code,
+            str(exc.detail),
+            str(exc.detail),
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc, path=request.url.path)
-        return problem(500, "internal-error", "Internal error",
-                       "the server hit an unexpected error; it has been logged")
+        return problem(
+            500,
+            "internal-error",
+            "Internal error",
+            "the server hit an unexpected error; it has been logged",
+        )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from rdev.domain.models import BuildResult, BuildSpec, BuildStatus, Project
+from rdev.services.pipelines import public_ci_settings
 
 
 class ProjectCreate(BaseModel):
@@ -23,6 +24,41 @@ class ProjectCreate(BaseModel):
     labels: list[str] = Field(default_factory=list)
 
 
+class CISettingsOut(BaseModel):
+    provider: str = Field(default="none", examples=["woodpecker"])
+    server_url: str | None = None
+    repo: str | None = Field(default=None, examples=["acme/shop"])
+    has_token: bool = Field(default=False, description="the token itself is write-only")
+
+
+class CIPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["woodpecker", "none"] = Field(
+        description="`none` removes the project's CI settings and token"
+    )
+    server_url: str | None = Field(default=None, examples=["https://ci.example.org"])
+    repo: str | None = Field(default=None, examples=["acme/shop"])
+    token: str | None = Field(
+        default=None, description="CI personal access token; write-only. Omitted: kept."
+    )
+
+
+class ProjectPatch(BaseModel):
+    """Only the fields sent change. ``git_credential: null`` removes the credential."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_branch: str | None = Field(default=None, min_length=1, max_length=255)
+    git_credential: str | None = Field(default=None, description="write-only; null clears")
+    default_agent: str | None = None
+    labels: list[str] | None = None
+    ci: CIPatch | None = None
+    rotate_webhook_secret: bool = Field(
+        default=False, description="true: a new webhook secret, returned once in this answer"
+    )
+
+
 class ProjectOut(BaseModel):
     id: str
     name: str
@@ -32,14 +68,24 @@ class ProjectOut(BaseModel):
     default_agent: str | None
     labels: list[str]
     created_at: datetime
+    ci: CISettingsOut = Field(default_factory=lambda: CISettingsOut())
     links: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
     def of(cls, p: Project) -> ProjectOut:
         return cls(
-            **p.model_dump(include=set(cls.model_fields) - {"links"}),
+            **p.model_dump(include=set(cls.model_fields) - {"links", "ci"}),
+            ci=CISettingsOut(**public_ci_settings(p.settings)),
             links={"self": f"/projects/{p.id}", "builds": f"/projects/{p.id}/builds"},
         )
+
+
+class ProjectCreated(ProjectOut):
+    webhook_secret: str | None = Field(
+        default=None,
+        description="The secret that signs this project's build callbacks (whsec_...). "
+        "Shown only in this response (and on rotation); store it now.",
+    )
 
 
 class BuildAccepted(BaseModel):

@@ -55,8 +55,6 @@ class CodeAgent(Protocol):
         """None when this agent can run here, else a one-line reason why not."""
         ...
 
-    async def run(
-        self, request: AgentRequest, log: LogSink, cancel: asyncio.Event
-    ) -> AgentResult:
+    async def run(self, request: AgentRequest, log: LogSink, cancel: asyncio.Event) -> AgentResult:
         """Run to the end, a timeout or a cancel. Never raises for agent failures."""
         ...

@@ -30,7 +30,11 @@ class GitOperations(Protocol):
         """Clone at ``branch`` (created from ``default_branch`` if missing); return HEAD sha."""
         ...
 
-    async def changed_files(self, workdir: Path) -> list[FileChange]: ...
+    async def changed_files(
+        self, workdir: Path, exclude: list[str] | None = None
+    ) -> list[FileChange]:
+        """Changes against HEAD; ``exclude`` patterns are left out unless already tracked."""
+        ...
 
     async def commit(
         self, workdir: Path, message: str, author: GitAuthor, exclude: list[str] | None = None

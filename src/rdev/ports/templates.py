@@ -46,6 +46,8 @@ class TemplateProvider(Protocol):
         """Validate variables and render; ValidationFailed naming the variable on bad input."""
         ...
 
-    def scaffold(self, name: str, dest: Path, variables: dict[str, Any], project: dict[str, Any]) -> None:
+    def scaffold(
+        self, name: str, dest: Path, variables: dict[str, Any], project: dict[str, Any]
+    ) -> None:
         """Write the template's scaffold files into ``dest`` (paths cannot escape it)."""
         ...

@@ -138,7 +138,10 @@ class BuildService:
         if principal.projects is not None and project_id is None:
             allowed = [p.id for p in await self.projects.list(list(principal.projects))]
         return await self.builds.list(
-            project_id=project_id, statuses=statuses, limit=limit, cursor=cursor,
+            project_id=project_id,
+            statuses=statuses,
+            limit=limit,
+            cursor=cursor,
             project_ids=allowed,
         )
 

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from rdev.domain.auth import SCOPES, Principal
 from rdev.domain.errors import Unauthorized, ValidationFailed
 
-TOKEN_PREFIX = "rdev_"
+TOKEN_PREFIX = "rdev_"  # noqa: S105 - a prefix, not a secret
 _CACHE_SECONDS = 5.0
 
 
@@ -33,7 +33,10 @@ class TokenService:
         self._cache: dict[str, tuple[float, Principal]] = {}
 
     async def create(
-        self, name: str, scopes: list[str], projects: list[str] | None = None,
+        self,
+        name: str,
+        scopes: list[str],
+        projects: list[str] | None = None,
         value: str | None = None,
     ) -> tuple[str, str]:
         """Mint a token; returns (token id, the token itself — shown once, stored hashed)."""

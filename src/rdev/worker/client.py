@@ -57,9 +57,7 @@ class WorkerClient:
         delay = 0.2
         while True:
             try:
-                timeout = (
-                    httpx.Timeout(read_timeout + 10, connect=5.0) if read_timeout else None
-                )
+                timeout = httpx.Timeout(read_timeout + 10, connect=5.0) if read_timeout else None
                 kwargs: dict[str, Any] = {"json": body}
                 if timeout:
                     kwargs["timeout"] = timeout
@@ -75,8 +73,12 @@ class WorkerClient:
             except (httpx.TransportError, ServerUnavailable) as exc:
                 if loop.time() + delay > deadline:
                     raise ServerUnavailable(str(exc) or type(exc).__name__) from exc
-                log.warning("server call failed; retrying", path=path, error=str(exc) or
-                            type(exc).__name__, retry_in=round(delay, 2))
+                log.warning(
+                    "server call failed; retrying",
+                    path=path,
+                    error=str(exc) or type(exc).__name__,
+                    retry_in=round(delay, 2),
+                )
                 await asyncio.sleep(delay * (0.8 + random.random() * 0.4))
                 delay = min(delay * 2, 5.0)
 

@@ -94,8 +94,13 @@ class WorkerDaemon:
                 data = await self.client.register(info, retry_for=5.0)
                 self.lease_seconds = float(data["lease_seconds"])
                 self.heartbeat_interval = float(data["heartbeat_interval_seconds"])
-                log.info("worker registered", worker=self.opts.name, worker_id=data["worker_id"],
-                         agents=self.opts.agents, unavailable=self.opts.agent_notes)
+                log.info(
+                    "worker registered",
+                    worker=self.opts.name,
+                    worker_id=data["worker_id"],
+                    agents=self.opts.agents,
+                    unavailable=self.opts.agent_notes,
+                )
                 return
             except ServerUnavailable as exc:
                 log.warning("server unreachable; will retry registering", error=str(exc))
@@ -149,8 +154,11 @@ class WorkerDaemon:
         """After stop: let running builds finish within the grace period, then cancel them."""
         if not self._tasks:
             return
-        log.info("stopping: waiting for running builds", count=len(self._tasks),
-                 grace_seconds=self.opts.grace_seconds)
+        log.info(
+            "stopping: waiting for running builds",
+            count=len(self._tasks),
+            grace_seconds=self.opts.grace_seconds,
+        )
         _, pending = await asyncio.wait(set(self._tasks), timeout=self.opts.grace_seconds)
         if pending:
             log.warning("grace period over: cancelling running builds", count=len(pending))
@@ -197,7 +205,8 @@ class WorkerDaemon:
             batch = rb.lines[:LOG_BATCH_LINES]
             try:
                 await self.client.append_logs(
-                    rb.task.task_id, rb.task.lease_token,
+                    rb.task.task_id,
+                    rb.task.lease_token,
                     [{"text": line} for line in batch],
                     retry_for=max(1.0, rb.lease_expires - time.monotonic()),
                 )
@@ -219,7 +228,10 @@ class WorkerDaemon:
             remaining = rb.lease_expires - time.monotonic()
             try:
                 status = await self.client.complete(
-                    rb.task.task_id, rb.task.lease_token, result, info,
+                    rb.task.task_id,
+                    rb.task.lease_token,
+                    result,
+                    info,
                     retry_for=max(remaining, 1.0),
                 )
                 log.info("build reported", status=status, success=result.success)
@@ -245,8 +257,9 @@ class WorkerDaemon:
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         while True:
             # Builds in flight: beat often, so a cancel reaches the agent within seconds.
-            await asyncio.sleep(min(2.0, self.heartbeat_interval) if self.running
-                                else self.heartbeat_interval)
+            await asyncio.sleep(
+                min(2.0, self.heartbeat_interval) if self.running else self.heartbeat_interval
+            )
             tasks = {t: rb.task.lease_token for t, rb in self.running.items() if not rb.lost}
             sent_at = time.monotonic()
             try:

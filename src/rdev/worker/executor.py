@@ -83,12 +83,17 @@ class BuildExecutor:
         try:
             agent = self.agents.get(spec.agent or "")
             if agent is None or agent.availability():
-                return result(success=False, error=f"this worker does not offer agent {spec.agent}"), info
+                return result(
+                    success=False, error=f"this worker does not offer agent {spec.agent}"
+                ), info
             branch = spec.branch or task.project["default_branch"]
             await say(f"rdev: cloning {task.project['name']} at branch {branch}")
             try:
                 base = await self.git.clone(
-                    task.project["repo_url"], repo, branch, task.project["default_branch"],
+                    task.project["repo_url"],
+                    repo,
+                    branch,
+                    task.project["default_branch"],
                     task.git_credential,
                 )
             except GitError as exc:
@@ -113,36 +118,63 @@ class BuildExecutor:
             files = await self._changed(repo)
             artifacts = _artifacts(ar)
             if ar.cancelled or (cancel.is_set() and not ar.success):
-                return result(success=False, cancelled=True, error=ar.error or "cancelled",
-                              output=ar.output, files_changed=files, artifacts=artifacts), info
+                return result(
+                    success=False,
+                    cancelled=True,
+                    error=ar.error or "cancelled",
+                    output=ar.output,
+                    files_changed=files,
+                    artifacts=artifacts,
+                ), info
             if not ar.success:
-                return result(success=False, retryable=ar.retryable,
-                              retry_after_seconds=ar.retry_after_seconds,
-                              error=ar.error or "the agent failed", output=ar.output,
-                              files_changed=files, artifacts=artifacts), info
+                return result(
+                    success=False,
+                    retryable=ar.retryable,
+                    retry_after_seconds=ar.retry_after_seconds,
+                    error=ar.error or "the agent failed",
+                    output=ar.output,
+                    files_changed=files,
+                    artifacts=artifacts,
+                ), info
             sha = None
             if spec.auto_commit and files:
                 try:
                     sha = await self.git.commit(
-                        repo, commit_message(task.rendered_prompt, task.task_id),
-                        self.config.author, exclude=list(self.config.private_paths),
+                        repo,
+                        commit_message(task.rendered_prompt, task.task_id),
+                        self.config.author,
+                        exclude=list(self.config.private_paths),
                     )
                 except GitError as exc:
-                    return result(success=False, error=f"commit failed: {exc}", output=ar.output,
-                                  files_changed=files, artifacts=artifacts), info
+                    return result(
+                        success=False,
+                        error=f"commit failed: {exc}",
+                        output=ar.output,
+                        files_changed=files,
+                        artifacts=artifacts,
+                    ), info
                 await say(f"rdev: committed {sha}")
                 if spec.auto_push and sha:
                     try:
                         sha = await self.git.push(repo, branch, task.git_credential)
                     except GitError as exc:
-                        return result(success=False, error=f"push failed: {exc}",
-                                      output=ar.output, files_changed=files,
-                                      artifacts=artifacts), info
+                        return result(
+                            success=False,
+                            error=f"push failed: {exc}",
+                            output=ar.output,
+                            files_changed=files,
+                            artifacts=artifacts,
+                        ), info
                     await say(f"rdev: pushed {sha} to {branch}")
                     info["pushed"] = True
             failed = False
-            return result(success=True, output=ar.output, commit_sha=sha, files_changed=files,
-                          artifacts=artifacts), info
+            return result(
+                success=True,
+                output=ar.output,
+                commit_sha=sha,
+                files_changed=files,
+                artifacts=artifacts,
+            ), info
         except Exception as exc:  # the build must end with a truthful result, whatever broke
             log.exception("build execution crashed", task_id=task.task_id)
             return result(success=False, error=f"worker error: {type(exc).__name__}: {exc}"), info
@@ -154,15 +186,9 @@ class BuildExecutor:
 
     async def _changed(self, repo: Path) -> list[Any]:
         try:
-            changes = await self.git.changed_files(repo)
+            return await self.git.changed_files(repo, exclude=list(self.config.private_paths))
         except GitError:
             return []
-        private = self.config.private_paths
-        return [c for c in changes if not any(_under(c.path, p) for p in private)]
-
-
-def _under(path: str, pattern: str) -> bool:
-    return path.startswith(pattern) if pattern.endswith("/") else path == pattern
 
 
 def _agent_info(ar: AgentResult) -> dict[str, Any]:

@@ -106,19 +106,25 @@ class SqlBuildStore:
     async def by_idempotency_key(self, project_id: str, key: str) -> Build | None:
         async with self.db.read() as conn:
             row = (
-                await conn.execute(
-                    build_select().where(
-                        builds.c.project_id == project_id, builds.c.idempotency_key == key
+                (
+                    await conn.execute(
+                        build_select().where(
+                            builds.c.project_id == project_id, builds.c.idempotency_key == key
+                        )
                     )
                 )
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
         return build_from_row(row) if row else None
 
     async def get(self, task_id: str) -> Build:
         async with self.db.read() as conn:
             row = (
-                await conn.execute(build_select().where(builds.c.task_id == task_id))
-            ).mappings().first()
+                (await conn.execute(build_select().where(builds.c.task_id == task_id)))
+                .mappings()
+                .first()
+            )
         if row is None:
             raise NotFound(f"no build {task_id!r}")
         return build_from_row(row)
@@ -160,13 +166,17 @@ class SqlBuildStore:
     async def events(self, task_id: str) -> list[BuildEvent]:
         async with self.db.read() as conn:
             rows = (
-                await conn.execute(
-                    select(build_events, builds.c.task_id)
-                    .select_from(build_events.join(builds))
-                    .where(builds.c.task_id == task_id)
-                    .order_by(build_events.c.id)
+                (
+                    await conn.execute(
+                        select(build_events, builds.c.task_id)
+                        .select_from(build_events.join(builds))
+                        .where(builds.c.task_id == task_id)
+                        .order_by(build_events.c.id)
+                    )
                 )
-            ).mappings().all()
+                .mappings()
+                .all()
+            )
         return [
             BuildEvent(
                 seq=i + 1,
@@ -183,25 +193,38 @@ class SqlBuildStore:
     async def logs(self, task_id: str, since: int = 0, limit: int = 5000) -> list[dict[str, Any]]:
         async with self.db.read() as conn:
             rows = (
-                await conn.execute(
-                    select(build_logs.c.seq, build_logs.c.attempt, build_logs.c.stream,
-                           build_logs.c.text, build_logs.c.at)
-                    .select_from(build_logs.join(builds))
-                    .where(builds.c.task_id == task_id, build_logs.c.seq > since)
-                    .order_by(build_logs.c.seq)
-                    .limit(limit)
+                (
+                    await conn.execute(
+                        select(
+                            build_logs.c.seq,
+                            build_logs.c.attempt,
+                            build_logs.c.stream,
+                            build_logs.c.text,
+                            build_logs.c.at,
+                        )
+                        .select_from(build_logs.join(builds))
+                        .where(builds.c.task_id == task_id, build_logs.c.seq > since)
+                        .order_by(build_logs.c.seq)
+                        .limit(limit)
+                    )
                 )
-            ).mappings().all()
+                .mappings()
+                .all()
+            )
         return [dict(r) for r in rows]
 
     async def cancel(self, task_id: str, actor: str) -> Build:
         """pending -> cancelled at once; running -> cancel requested (the worker finishes it)."""
         async with self.db.write() as conn:
             row = (
-                await conn.execute(
-                    self.db.dialect.lock_row(build_select().where(builds.c.task_id == task_id))
+                (
+                    await conn.execute(
+                        self.db.dialect.lock_row(build_select().where(builds.c.task_id == task_id))
+                    )
                 )
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
             if row is None:
                 raise NotFound(f"no build {task_id!r}")
             status = BuildStatus(row["status"])

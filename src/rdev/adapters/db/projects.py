@@ -61,10 +61,14 @@ class SqlProjectStore:
     async def get_row(self, ref: str) -> dict[str, Any]:
         async with self.db.read() as conn:
             row = (
-                await conn.execute(
-                    select(projects).where(or_(projects.c.id == ref, projects.c.name == ref))
+                (
+                    await conn.execute(
+                        select(projects).where(or_(projects.c.id == ref, projects.c.name == ref))
+                    )
                 )
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
         if row is None:
             raise NotFound(f"no project {ref!r}")
         return dict(row)

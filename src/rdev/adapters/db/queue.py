@@ -19,6 +19,7 @@ from rdev.domain.state_machine import check_transition
 
 from .engine import Database
 from .notify import WorkNotifier
+from .outbox import enqueue, wanted
 from .rows import build_select, new_token, transition, utcnow
 from .tables import build_events, build_logs, builds, projects, work_tasks
 
@@ -107,25 +108,32 @@ class SqlWorkQueue:
                 ],
             )
             details = (
-                await conn.execute(
-                    select(
-                        builds.c.id,
-                        builds.c.task_id,
-                        builds.c.spec,
-                        builds.c.attempts,
-                        builds.c.rendered_prompt,
-                        projects.c.id.label("project_id"),
-                        projects.c.name,
-                        projects.c.repo_url,
-                        projects.c.default_branch,
-                        projects.c.git_credential,
-                        projects.c.settings,
+                (
+                    await conn.execute(
+                        select(
+                            builds.c.id,
+                            builds.c.task_id,
+                            builds.c.spec,
+                            builds.c.attempts,
+                            builds.c.rendered_prompt,
+                            projects.c.id.label("project_id"),
+                            projects.c.name,
+                            projects.c.repo_url,
+                            projects.c.default_branch,
+                            projects.c.git_credential,
+                            projects.c.settings,
+                        )
+                        .select_from(builds.join(projects))
+                        .where(builds.c.id.in_(ids))
+                        .order_by(builds.c.id)
                     )
-                    .select_from(builds.join(projects))
-                    .where(builds.c.id.in_(ids))
-                    .order_by(builds.c.id)
                 )
-            ).mappings().all()
+                .mappings()
+                .all()
+            )
+            for d in details:
+                if d["spec"].get("callback_url") and wanted(d["spec"], "build.started"):
+                    await enqueue(conn, d["id"], "build.started")
         return [
             ClaimedTask(
                 task_id=d["task_id"],
@@ -151,12 +159,16 @@ class SqlWorkQueue:
         self, conn: AsyncConnection, task_id: str, lease_token: str
     ) -> dict[str, Any]:
         row = (
-            await conn.execute(
-                self.db.dialect.lock_row(
-                    select(work_tasks).where(work_tasks.c.task_id == task_id)
+            (
+                await conn.execute(
+                    self.db.dialect.lock_row(
+                        select(work_tasks).where(work_tasks.c.task_id == task_id)
+                    )
                 )
             )
-        ).mappings().first()
+            .mappings()
+            .first()
+        )
         if row is None or row["state"] != "leased" or row["lease_token"] != lease_token:
             exists = (
                 await conn.execute(select(builds.c.id).where(builds.c.task_id == task_id))
@@ -181,17 +193,16 @@ class SqlWorkQueue:
         async with self.db.write() as conn:
             rows = (
                 await conn.execute(
-                    select(work_tasks.c.task_id, work_tasks.c.lease_token, work_tasks.c.state)
-                    .where(work_tasks.c.task_id.in_(list(tasks)))
+                    select(
+                        work_tasks.c.task_id, work_tasks.c.lease_token, work_tasks.c.state
+                    ).where(work_tasks.c.task_id.in_(list(tasks)))
                 )
             ).all()
             current = {r.task_id: r for r in rows}
             lost = [
                 t
                 for t, tok in tasks.items()
-                if t not in current
-                or current[t].state != "leased"
-                or current[t].lease_token != tok
+                if t not in current or current[t].state != "leased" or current[t].lease_token != tok
             ]
             if lost:
                 raise StaleLease(
@@ -203,12 +214,16 @@ class SqlWorkQueue:
                 .values(lease_expires_at=expires)
             )
             cancels = (
-                await conn.execute(
-                    select(builds.c.task_id).where(
-                        builds.c.task_id.in_(list(tasks)), builds.c.cancel_requested.is_(True)
+                (
+                    await conn.execute(
+                        select(builds.c.task_id).where(
+                            builds.c.task_id.in_(list(tasks)), builds.c.cancel_requested.is_(True)
+                        )
                     )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
         return {t: expires for t in tasks}, list(cancels)
 
     async def append_logs(
@@ -273,10 +288,14 @@ class SqlWorkQueue:
         async with self.db.write() as conn:
             task = await self._leased(conn, task_id, lease_token)
             row = (
-                await conn.execute(
-                    self.db.dialect.lock_row(build_select().where(builds.c.task_id == task_id))
+                (
+                    await conn.execute(
+                        self.db.dialect.lock_row(build_select().where(builds.c.task_id == task_id))
+                    )
                 )
-            ).mappings().one()
+                .mappings()
+                .one()
+            )
             info = {**(row["agent_info"] or {}), **(agent_info or {})}
             values: dict[str, Any] = {"agent_info": info}
             retry = result.retryable and not result.cancelled
@@ -309,6 +328,8 @@ class SqlWorkQueue:
             else:
                 to, reason = BuildStatus.FAILED, (result.error or "failed")[:500]
             values["result"] = result.model_dump(mode="json")
+            if info.get("pushed") and result.commit_sha:
+                await enqueue(conn, row["id"], "build.pushed")
             await transition(conn, row, to, actor=actor, reason=reason, values=values)
             await conn.execute(delete(work_tasks).where(work_tasks.c.build_id == task["build_id"]))
         return to
@@ -328,13 +349,19 @@ class SqlWorkQueue:
             ids = (await conn.execute(self.db.dialect.lock_for_claim(stmt))).scalars().all()
             for build_id in ids:
                 row = (
-                    await conn.execute(build_select().where(builds.c.id == build_id))
-                ).mappings().one()
+                    (await conn.execute(build_select().where(builds.c.id == build_id)))
+                    .mappings()
+                    .one()
+                )
                 if row["cancel_requested"]:
-                    result = BuildResult(success=False, error="cancelled (worker lost)",
-                                         cancelled=True)
+                    result = BuildResult(
+                        success=False, error="cancelled (worker lost)", cancelled=True
+                    )
                     await transition(
-                        conn, row, BuildStatus.CANCELLED, actor="reaper",
+                        conn,
+                        row,
+                        BuildStatus.CANCELLED,
+                        actor="reaper",
                         reason="cancel requested; worker lost",
                         values={"result": result.model_dump(mode="json")},
                     )
@@ -342,21 +369,33 @@ class SqlWorkQueue:
                 elif row["attempts"] >= row["max_attempts"]:
                     result = BuildResult(success=False, error="worker lost")
                     await transition(
-                        conn, row, BuildStatus.FAILED, actor="reaper", reason="worker lost",
+                        conn,
+                        row,
+                        BuildStatus.FAILED,
+                        actor="reaper",
+                        reason="worker lost",
                         values={"result": result.model_dump(mode="json")},
                     )
                     await conn.execute(delete(work_tasks).where(work_tasks.c.build_id == build_id))
                 else:
                     await transition(
-                        conn, row, BuildStatus.PENDING, actor="reaper",
+                        conn,
+                        row,
+                        BuildStatus.PENDING,
+                        actor="reaper",
                         reason="lease expired (worker lost); requeued",
                         values={"worker_id": None},
                     )
                     await conn.execute(
                         update(work_tasks)
                         .where(work_tasks.c.build_id == build_id)
-                        .values(state="queued", lease_token=None, lease_expires_at=None,
-                                worker_id=None, available_at=now)
+                        .values(
+                            state="queued",
+                            lease_token=None,
+                            lease_expires_at=None,
+                            worker_id=None,
+                            available_at=now,
+                        )
                     )
                     requeued += 1
             if requeued and self.db.dialect.notify_channel:

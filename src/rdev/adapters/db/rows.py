@@ -112,3 +112,6 @@ async def transition(
             reason=reason,
         )
     )
+    from .outbox import enqueue_for_status  # local: outbox imports this module
+
+    await enqueue_for_status(conn, build_row["id"], to, build_row["spec"] or {})

@@ -240,4 +240,3 @@ ci_links = Table(
     Column("checks", Integer, nullable=False, default=0),
     Index("ix_ci_links_due", "state", "next_check_at"),
 )
-

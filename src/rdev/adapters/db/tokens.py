@@ -40,13 +40,17 @@ class SqlTokenStore:
     async def lookup(self, token: str) -> dict[str, Any] | None:
         async with self.db.read() as conn:
             row = (
-                await conn.execute(
-                    select(api_tokens).where(
-                        api_tokens.c.token_hash == hash_token(token),
-                        api_tokens.c.revoked_at.is_(None),
+                (
+                    await conn.execute(
+                        select(api_tokens).where(
+                            api_tokens.c.token_hash == hash_token(token),
+                            api_tokens.c.revoked_at.is_(None),
+                        )
                     )
                 )
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
         return dict(row) if row else None
 
     async def count(self) -> int:
@@ -55,7 +59,11 @@ class SqlTokenStore:
 
     async def list(self) -> list[dict[str, Any]]:
         async with self.db.read() as conn:
-            rows = (await conn.execute(select(api_tokens).order_by(api_tokens.c.created_at))).mappings().all()
+            rows = (
+                (await conn.execute(select(api_tokens).order_by(api_tokens.c.created_at)))
+                .mappings()
+                .all()
+            )
         return [{k: v for k, v in r.items() if k != "token_hash"} for r in rows]
 
     async def revoke_named(self, name: str) -> None:

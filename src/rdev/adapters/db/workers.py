@@ -66,7 +66,11 @@ class SqlWorkerStore:
 
     async def get(self, worker_id: str) -> dict[str, Any]:
         async with self.db.read() as conn:
-            row = (await conn.execute(select(workers).where(workers.c.id == worker_id))).mappings().first()
+            row = (
+                (await conn.execute(select(workers).where(workers.c.id == worker_id)))
+                .mappings()
+                .first()
+            )
         if row is None:
             raise NotFound(f"no worker {worker_id!r}")
         return dict(row)
@@ -82,7 +86,9 @@ class SqlWorkerStore:
     async def mark_stopped(self, worker_id: str) -> None:
         async with self.db.write() as conn:
             await conn.execute(
-                update(workers).where(workers.c.id == worker_id).values(stopped_at=utcnow(), current_tasks=[])
+                update(workers)
+                .where(workers.c.id == worker_id)
+                .values(stopped_at=utcnow(), current_tasks=[])
             )
 
     async def list(self, offline_after_seconds: float) -> list[WorkerInfo]:

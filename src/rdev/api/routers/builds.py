@@ -16,8 +16,12 @@ router = APIRouter(tags=["builds"])
 
 def links(task_id: str) -> dict[str, str]:
     base = f"/builds/{task_id}"
-    return {"self": base, "events": f"{base}/events", "logs": f"{base}/logs",
-            "cancel": f"{base}/cancel"}
+    return {
+        "self": base,
+        "events": f"{base}/events",
+        "logs": f"{base}/logs",
+        "cancel": f"{base}/cancel",
+    }
 
 
 def build_out(b: Build) -> BuildOut:
@@ -61,7 +65,9 @@ async def submit_build(
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return BuildAccepted(
-        task_id=build.task_id, status=build.status, created_at=build.created_at,
+        task_id=build.task_id,
+        status=build.status,
+        created_at=build.created_at,
         links=links(build.task_id),
     )
 

@@ -17,5 +17,8 @@ async def get_logs(
 ) -> dict[str, Any]:
     """Log chunks after sequence number ``since``, in order."""
     chunks = await c.builds.logs(p, task_id, since)
-    return {"task_id": task_id, "chunks": chunks,
-            "last_seq": chunks[-1]["seq"] if chunks else since}
+    return {
+        "task_id": task_id,
+        "chunks": chunks,
+        "last_seq": chunks[-1]["seq"] if chunks else since,
+    }

@@ -17,8 +17,13 @@ async def create_token(body: TokenCreate, c: ContainerDep, p: PrincipalDep) -> d
     """Mint a token. The token is in this answer only; the server keeps its hash."""
     p.require("admin")
     tid, token = await c.tokens.create(body.name, body.scopes, body.projects)
-    return {"id": tid, "name": body.name, "token": token, "scopes": body.scopes,
-            "projects": body.projects}
+    return {
+        "id": tid,
+        "name": body.name,
+        "token": token,
+        "scopes": body.scopes,
+        "projects": body.projects,
+    }
 
 
 @router.get("")

@@ -24,8 +24,9 @@ async def register(body: WorkerRegister, c: ContainerDep, p: PrincipalDep) -> Wo
     """Idempotent by worker name: the same name gets the same id back."""
     wid = await c.workers.register(p, **body.model_dump())
     lease = c.settings.lease_seconds
-    return WorkerRegistered(worker_id=wid, lease_seconds=lease,
-                            heartbeat_interval_seconds=max(1.0, lease / 4))
+    return WorkerRegistered(
+        worker_id=wid, lease_seconds=lease, heartbeat_interval_seconds=max(1.0, lease / 4)
+    )
 
 
 @router.post("/workers/{worker_id}/heartbeat", response_model=HeartbeatAnswer)

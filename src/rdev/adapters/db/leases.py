@@ -1,0 +1,35 @@
+"""Read-only look-up of a task's live lease, for credentials derived from it.
+
+The git smart-HTTP server accepts a per-task git credential (services/repos.py) that is
+derived from the lease token: it is valid exactly while that lease is.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from .engine import Database
+from .rows import utcnow
+from .tables import builds, projects, work_tasks
+
+
+class SqlLeaseReader:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def live_lease(self, task_id: str) -> tuple[str, str] | None:
+        """(lease token, project name) while ``task_id`` is leased and unexpired, else None."""
+        stmt = (
+            select(work_tasks.c.lease_token, projects.c.name)
+            .select_from(work_tasks.join(builds, builds.c.id == work_tasks.c.build_id).join(projects))
+            .where(
+                work_tasks.c.task_id == task_id,
+                work_tasks.c.state == "leased",
+                work_tasks.c.lease_expires_at > utcnow(),
+            )
+        )
+        async with self.db.read() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None or not row[0]:
+            return None
+        return str(row[0]), str(row[1])

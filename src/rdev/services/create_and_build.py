@@ -1,0 +1,412 @@
+"""Create-and-build: a new project with its repository scaffolded from a template, and its
+first build, in one call (``POST /project/create-and-build``).
+
+Steps, in order; the error of a failed step names it (problem field ``step``):
+
+1. ``validate``: permissions, the project name (free, a slug), the repo host, the template
+   and its variables (the scaffold is rendered into a temporary folder, so sandbox escapes
+   and bad paths fail here), and the build exactly as a submit would check it (agent,
+   template variables, callback URL). Nothing exists yet.
+2. ``repository``: the repo host creates the repository with the scaffold as its first
+   commit (skipped for host ``none``: an existing repository is registered).
+3. ``project``: the project row.
+4. ``build``: the build is queued.
+
+When a later step fails, what the earlier steps made is undone (project row removed,
+repository deleted); the error lists it in ``undone``, and anything that could not be
+undone in ``left_behind``: never a half-made project the API does not report.
+With an Idempotency-Key the first answer is stored (scope: the calling token) and a retry
+gets it back; the same key with another body is a 422, while the first is running a 409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from rdev.domain.auth import Principal
+from rdev.domain.errors import (
+    Conflict,
+    DomainError,
+    NotFound,
+    UpstreamFailed,
+    ValidationFailed,
+)
+from rdev.domain.models import BuildSpec, BuildStatus, Project
+from rdev.ports.git import GitError
+from rdev.services.projects import validate_slug
+
+log = structlog.get_logger(__name__)
+
+HOSTS = ("local", "gitea", "none")
+GITEA_OPTIONS = ("owner", "private", "description", "template_repo")
+_BRANCH = re.compile(r"^(?!-)(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,255}(?<!/)(?<!\.lock)$")
+
+
+class NewProject(BaseModel):
+    """The project half of a create-and-build request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=63, examples=["my-service"])
+    template: str = Field(default="blank", description="Template whose scaffold seeds the repo.")
+    variables: dict[str, Any] = Field(
+        default_factory=dict, description="Template variables for the scaffold."
+    )
+    host: Literal["local", "gitea", "none"] | None = Field(
+        default=None,
+        description="Where the repository is made; default: the server's RDEV_REPO_HOST. "
+        "'none' registers an existing repository (repo_url) without scaffolding it.",
+    )
+    repo_url: str | None = Field(default=None, description="Only with host 'none'.")
+    git_credential: str | None = Field(
+        default=None, description="Only with host 'none': token or user:password; write-only."
+    )
+    default_branch: str = Field(default="main", min_length=1, max_length=255)
+    default_agent: str | None = None
+    labels: list[str] = Field(default_factory=list)
+    owner: str | None = Field(default=None, description="Gitea: organisation or user.")
+    private: bool | None = Field(default=None, description="Gitea: private repository.")
+    description: str | None = Field(default=None, description="Gitea: repository description.")
+    template_repo: str | None = Field(
+        default=None, description="Gitea: 'owner/name' of a template repository to generate from."
+    )
+
+
+class CreateAndBuildRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project: NewProject
+    build: BuildSpec
+
+
+@dataclass
+class CreatedAndBuilt:
+    project: Project
+    task_id: str
+    status: BuildStatus
+    created_at: datetime
+    replayed: bool = False
+
+
+class IdempotencyStore(Protocol):
+    async def reserve(self, key: str, scope: str, fingerprint: str) -> dict[str, Any] | None: ...
+    async def complete(self, key: str, scope: str, response: dict[str, Any]) -> None: ...
+    async def release(self, key: str, scope: str) -> None: ...
+
+
+class _StepFailed(Exception):
+    def __init__(self, step: str, cause: BaseException) -> None:
+        super().__init__(step)
+        self.step = step
+        self.cause = cause
+
+
+class CreateAndBuildService:
+    """``projects``: ProjectService; ``builds``: BuildService; ``templates``: TemplateProvider;
+    ``repo_hosts``: host name -> RepoHost; ``default_host``: used when a request names none."""
+
+    def __init__(
+        self,
+        *,
+        projects: Any,
+        builds: Any,
+        templates: Any,
+        repo_hosts: dict[str, Any],
+        idempotency: IdempotencyStore | None,
+        default_host: str = "local",
+    ) -> None:
+        self.projects = projects
+        self.builds = builds
+        self.templates = templates
+        self.repo_hosts = repo_hosts
+        self.idempotency = idempotency
+        self.default_host = default_host
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    async def run(
+        self, principal: Principal, request: CreateAndBuildRequest, idempotency_key: str | None
+    ) -> CreatedAndBuilt:
+        principal.require("projects:write")
+        principal.require("builds:write")
+        if not idempotency_key or self.idempotency is None:
+            return await self._run(principal, request)
+
+        scope = f"create-and-build:{principal.token_id}"
+        fingerprint = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+        stored = await self.idempotency.reserve(idempotency_key, scope, fingerprint)
+        if stored is not None:
+            return _replay(stored, fingerprint)
+        try:
+            outcome = await self._run(principal, request)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.idempotency.release(idempotency_key, scope))
+            raise
+        try:
+            await self.idempotency.complete(idempotency_key, scope, _stored(outcome, fingerprint))
+        except Exception:
+            log.exception("could not store the idempotent answer", key=idempotency_key)
+        return outcome
+
+    async def _run(self, principal: Principal, request: CreateAndBuildRequest) -> CreatedAndBuilt:
+        made: list[tuple[str, Any]] = []  # (what, undo coroutine factory)
+        step = "validate"
+        try:
+            with tempfile.TemporaryDirectory(prefix="rdev-scaffold-") as tmp:
+                plan = await self._validate(principal, request, Path(tmp) / "scaffold")
+
+                step = "repository"
+                repo_url, credential, web_url = await self._make_repository(plan, made)
+
+                step = "project"
+                project = await self.projects.create(
+                    principal,
+                    name=plan.name,
+                    repo_url=repo_url,
+                    default_branch=plan.branch,
+                    git_credential=credential,
+                    default_agent=request.project.default_agent,
+                    labels=request.project.labels,
+                    repo_host=None if plan.host == "none" else plan.host,
+                    settings={"repository": plan.settings(web_url)},
+                )
+                made.append(("project removed", lambda: self.projects.store.delete(project.id)))
+
+                step = "build"
+                build, _ = await self.builds.submit(principal, project.id, plan.spec, None)
+        except BaseException as exc:
+            undone, left = await asyncio.shield(_undo(made))
+            if isinstance(exc, Exception):
+                raise _step_error(step, exc, undone, left) from None
+            raise
+        log.info("project created and build queued", project=plan.name, task_id=build.task_id)
+        return CreatedAndBuilt(
+            project=project, task_id=build.task_id, status=build.status, created_at=build.created_at
+        )
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    async def _validate(
+        self, principal: Principal, request: CreateAndBuildRequest, scaffold_dir: Path
+    ) -> _Plan:
+        p = request.project
+        _prefixed("project.", validate_slug, p.name)
+        if principal.projects is not None and p.name not in principal.projects:
+            principal.require_project("", p.name)
+        if not _BRANCH.match(p.default_branch):
+            raise ValidationFailed(
+                f"default_branch {p.default_branch!r} is not a valid branch name",
+                field="project.default_branch",
+            )
+        host_name = p.host or self.default_host
+        host = self._host(host_name, p)
+        with contextlib.suppress(NotFound):
+            await self.projects.store.get_row(p.name)
+            raise Conflict(f"a project named {p.name!r} already exists", field="project.name")
+
+        try:
+            template = self.templates.get(p.template)
+        except NotFound as exc:
+            raise ValidationFailed(exc.detail, field="project.template") from None
+        predicted_url = (
+            p.repo_url if host_name == "none" else (host.clone_url(p.name) if host_name == "local" else "")
+        )
+        context = {"name": p.name, "repo_url": predicted_url or "", "default_branch": p.default_branch}
+
+        spec = request.build
+        if spec.template is None:
+            # The build uses the project's template (and its variables) unless it names one.
+            spec = spec.model_copy(
+                update={"template": template.name, "variables": {**p.variables, **spec.variables}}
+            )
+        as_project = {
+            **context,
+            "default_agent": p.default_agent,
+            "labels": p.labels,
+        }
+        try:
+            await self.builds.prepare(as_project, spec)
+        except NotFound as exc:
+            raise ValidationFailed(exc.detail, field=f"build.{exc.field or 'template'}") from None
+        except DomainError as exc:
+            raise _with_field_prefix(exc, "build.") from None
+
+        try:
+            await asyncio.to_thread(
+                self.templates.scaffold, template.name, scaffold_dir, p.variables, context
+            )
+        except DomainError as exc:
+            raise _with_field_prefix(exc, "project.") from None
+        return _Plan(
+            name=p.name,
+            branch=p.default_branch,
+            host=host_name,
+            repo_host=host,
+            options=_options(p),
+            scaffold=scaffold_dir,
+            spec=spec,
+            repo_url=p.repo_url,
+            credential=p.git_credential,
+            template=(template.name, template.version),
+        )
+
+    def _host(self, host_name: str, p: NewProject) -> Any:
+        if host_name not in HOSTS:
+            raise ValidationFailed(f"unknown repo host {host_name!r}", field="project.host")
+        given_gitea = [k for k in GITEA_OPTIONS if getattr(p, k) is not None]
+        if host_name != "gitea" and given_gitea:
+            raise ValidationFailed(
+                f"{given_gitea[0]} is a Gitea option; host is {host_name!r}",
+                field=f"project.{given_gitea[0]}",
+            )
+        if host_name == "none":
+            if not p.repo_url:
+                raise ValidationFailed("host 'none' needs repo_url", field="project.repo_url")
+            return None
+        for key in ("repo_url", "git_credential"):
+            if getattr(p, key) is not None:
+                raise ValidationFailed(
+                    f"{key} is only for host 'none'; host {host_name!r} makes the repository",
+                    field=f"project.{key}",
+                )
+        host = self.repo_hosts.get(host_name)
+        if host is None:
+            raise ValidationFailed(
+                f"repo host {host_name!r} is not configured on this server", field="project.host"
+            )
+        return host
+
+    async def _make_repository(
+        self, plan: _Plan, made: list[tuple[str, Any]]
+    ) -> tuple[str, str | None, str | None]:
+        if plan.repo_host is None:
+            assert plan.repo_url
+            return plan.repo_url, plan.credential, None
+        created = await plan.repo_host.create(plan.name, plan.branch, plan.options, plan.scaffold)
+        made.append(
+            ("repository deleted", lambda: plan.repo_host.delete(plan.name, plan.options))
+        )
+        return created.clone_url, created.credential, created.web_url
+
+
+@dataclass
+class _Plan:
+    name: str
+    branch: str
+    host: str
+    repo_host: Any
+    options: dict[str, Any]
+    scaffold: Path
+    spec: BuildSpec
+    repo_url: str | None
+    credential: str | None
+    template: tuple[str, str]
+
+    def settings(self, web_url: str | None) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "name": self.name,
+            "options": self.options,
+            "web_url": web_url,
+            "template": {"name": self.template[0], "version": self.template[1]},
+        }
+
+
+def _options(p: NewProject) -> dict[str, Any]:
+    return {k: getattr(p, k) for k in GITEA_OPTIONS if getattr(p, k) is not None}
+
+
+def _prefixed(prefix: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except DomainError as exc:
+        raise _with_field_prefix(exc, prefix) from None
+
+
+def _with_field_prefix(exc: DomainError, prefix: str) -> DomainError:
+    field = f"{prefix}{exc.field}" if exc.field else None
+    return type(exc)(exc.detail, field=field, extra=dict(exc.extra))
+
+
+async def _undo(made: list[tuple[str, Any]]) -> tuple[list[str], list[str]]:
+    """Undo in reverse order; (what was undone, what could not be)."""
+    undone: list[str] = []
+    left: list[str] = []
+    for what, undo in reversed(made):
+        try:
+            await undo()
+            undone.append(what)
+        except Exception:
+            log.exception("create-and-build rollback step failed", what=what)
+            left.append(what.replace(" removed", "").replace(" deleted", ""))
+    return undone, left
+
+
+def _step_error(step: str, exc: Exception, undone: list[str], left: list[str]) -> DomainError:
+    if isinstance(exc, DomainError):
+        cls: type[DomainError] = type(exc)
+        detail, field, extra = exc.detail, exc.field, dict(exc.extra)
+        if step == "repository" and field and not field.startswith(("project.", "build.")):
+            field = f"project.{field}"
+    elif isinstance(exc, GitError):
+        cls, detail, field, extra = UpstreamFailed, f"git failed: {exc}", None, {}
+    else:
+        log.error("create-and-build failed unexpectedly", step=step, exc_info=exc)
+        cls, detail, field, extra = (
+            UpstreamFailed,
+            f"unexpected {type(exc).__name__} (logged on the server)",
+            None,
+            {},
+        )
+    message = f"create-and-build failed at step '{step}': {detail}"
+    if undone:
+        message += f" (undone: {', '.join(undone)})"
+    if left:
+        message += f" (could NOT undo: {', '.join(left)}; remove by hand)"
+    extra.update(step=step, undone=undone)
+    if left:
+        extra["left_behind"] = left
+    return cls(message, field=field, extra=extra)
+
+
+def _stored(outcome: CreatedAndBuilt, fingerprint: str) -> dict[str, Any]:
+    return {
+        "state": "done",
+        "fingerprint": fingerprint,
+        "project": outcome.project.model_dump(mode="json"),
+        "task_id": outcome.task_id,
+        "status": outcome.status.value,
+        "created_at": outcome.created_at.isoformat(),
+    }
+
+
+def _replay(stored: dict[str, Any], fingerprint: str) -> CreatedAndBuilt:
+    if stored.get("fingerprint") != fingerprint:
+        raise ValidationFailed(
+            "this Idempotency-Key was used with a different request body",
+            field="Idempotency-Key",
+        )
+    if stored.get("state") != "done":
+        raise Conflict(
+            "a request with this Idempotency-Key is still being processed; retry later",
+            field="Idempotency-Key",
+        )
+    return CreatedAndBuilt(
+        project=Project.model_validate(stored["project"]),
+        task_id=stored["task_id"],
+        status=BuildStatus(stored["status"]),
+        created_at=datetime.fromisoformat(stored["created_at"]),
+        replayed=True,
+    )
