@@ -51,7 +51,7 @@ def _agent(binary: Path, base_url: str) -> ClaudeCodeAgent:
 def _request(repo: Path, scratch: Path, marker: str, **kw: object) -> AgentRequest:
     params: dict = {"timeout_seconds": 60.0, **kw}
     return AgentRequest(
-        workdir=repo, prompt="Change the README", env={"RDEV_TEST_MARKER": marker},
+        workdir=repo, prompt="-Change the README", env={"RDEV_TEST_MARKER": marker},
         scratch_dir=scratch, **params,
     )
 
@@ -86,6 +86,8 @@ async def test_claude_edit_succeeds_and_reports_its_own_cost_tokens_and_turns(
     assert len(calls) == 3
     assert calls[0].headers["x-api-key"] == "sk-test-key-1234"
     assert "UNRELATED_SECRET" not in str(calls[0].body)
+    first_user_message = calls[0].body["messages"][0]["content"]
+    assert first_user_message[-1]["text"] == "-Change the README"
 
 
 @pytest.mark.parametrize(

@@ -174,6 +174,7 @@ async def run_agent_process(
     timeout_seconds: float,
     cancel: asyncio.Event,
     on_line: LineCallback | None = None,
+    on_stderr_line: LineCallback | None = None,
     stdin_data: bytes | None = None,
     sigint_grace_seconds: float = 3.0,
     sigterm_grace_seconds: float = 3.0,
@@ -182,8 +183,9 @@ async def run_agent_process(
 ) -> ProcessOutcome:
     """Run ``argv`` to its end, the timeout, a cancel, or a STOP from ``on_line``.
 
-    ``stdin_data`` is written to stdin and then stdin is closed; without it stdin is
-    /dev/null. The last ``max_stdout_bytes`` of stdout are kept as lines. Never raises for
+    ``on_line`` gets each stdout line as it comes, ``on_stderr_line`` each stderr line; either
+    may return STOP. ``stdin_data`` is written to stdin and then stdin is closed; without it
+    stdin is /dev/null. The last ``max_stdout_bytes`` of stdout are kept as lines. Never raises for
     the agent's own failures; a binary that cannot start gives ``start_error``.
     """
     started = time.monotonic()
@@ -215,54 +217,59 @@ async def run_agent_process(
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             proc.stdin.close()
 
-    async def handle_line(raw: bytes) -> None:
+    async def deliver(callback: LineCallback | None, line: str) -> None:
+        if callback is None or stop_requested.is_set():
+            return
+        try:
+            verdict = await callback(line)
+        except Exception:  # noqa: BLE001 - a sink failure must not leak the process
+            verdict = None
+        if verdict == STOP:
+            stop_requested.set()
+
+    async def handle_stdout(raw: bytes) -> None:
         nonlocal kept_bytes
         line = raw.decode("utf-8", errors="replace").rstrip("\r")
         lines.append(line)
         kept_bytes += len(line) + 1
         while kept_bytes > max_stdout_bytes and len(lines) > 1:
             kept_bytes -= len(lines.popleft()) + 1
-        if on_line is not None and not stop_requested.is_set():
-            try:
-                verdict = await on_line(line)
-            except Exception:  # noqa: BLE001 - a sink failure must not leak the process
-                verdict = None
-            if verdict == STOP:
-                stop_requested.set()
+        await deliver(on_line, line)
 
-    async def pump_stdout() -> None:
-        assert proc.stdout is not None
+    async def handle_stderr(raw: bytes) -> None:
+        stderr_buf.extend(raw + b"\n")
+        if len(stderr_buf) > stderr_tail_bytes:
+            del stderr_buf[: len(stderr_buf) - stderr_tail_bytes]
+        await deliver(on_stderr_line, raw.decode("utf-8", errors="replace").rstrip("\r"))
+
+    async def pump(
+        stream: asyncio.StreamReader | None, handle: Callable[[bytes], Awaitable[None]]
+    ) -> None:
+        assert stream is not None
         pending = b""
         while True:
-            chunk = await proc.stdout.read(_READ_CHUNK)
+            chunk = await stream.read(_READ_CHUNK)
             if not chunk:
                 break
             pending += chunk
             while b"\n" in pending:
                 raw, pending = pending.split(b"\n", 1)
-                await handle_line(raw[:_MAX_LINE_BYTES])
+                await handle(raw[:_MAX_LINE_BYTES])
             if len(pending) > _MAX_LINE_BYTES:
-                await handle_line(pending[:_MAX_LINE_BYTES])
+                await handle(pending[:_MAX_LINE_BYTES])
                 pending = b""
         if pending:
-            await handle_line(pending)
-
-    async def pump_stderr() -> None:
-        assert proc.stderr is not None
-        while True:
-            chunk = await proc.stderr.read(_READ_CHUNK)
-            if not chunk:
-                break
-            stderr_buf.extend(chunk)
-            if len(stderr_buf) > stderr_tail_bytes:
-                del stderr_buf[: len(stderr_buf) - stderr_tail_bytes]
+            await handle(pending)
 
     async def record_tree() -> None:
         while True:
             recorded.update(_descendants(proc.pid))
             await asyncio.sleep(_SCAN_INTERVAL_S)
 
-    tasks = [asyncio.create_task(pump_stdout()), asyncio.create_task(pump_stderr())]
+    tasks = [
+        asyncio.create_task(pump(proc.stdout, handle_stdout)),
+        asyncio.create_task(pump(proc.stderr, handle_stderr)),
+    ]
     if stdin_data is not None:
         tasks.append(asyncio.create_task(feed_stdin()))
     recorder = asyncio.create_task(record_tree())
