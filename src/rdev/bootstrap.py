@@ -46,6 +46,8 @@ class Container:
     pipelines: Any = None
     webhooks: Any = None
     repo_hosts: dict[str, Any] = field(default_factory=dict)
+    create_and_build: Any = None
+    git_http: Any = None  # the ASGI app serving local repositories, mounted at /git
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     bootstrap_token: str | None = None
@@ -153,6 +155,46 @@ def build_container(settings: Settings) -> Container:
     builds.check_callback = callback_checker(webhook_sender.check_url)
     workers.on_complete.append(container.webhooks.on_build_complete)
     projects.new_webhook_secret = new_secret
+    # Templates, repo hosts, git over HTTP at /git, create-and-build (issue 6).
+    from rdev.adapters.db.idempotency import SqlIdempotencyStore
+    from rdev.adapters.db.leases import SqlLeaseReader
+    from rdev.adapters.repohost.git_http import GitSmartHTTPApp
+    from rdev.adapters.repohost.gitea import GiteaRepoHost
+    from rdev.adapters.repohost.local import LocalRepoHost
+    from rdev.adapters.templates import FolderTemplateProvider, builtin_templates_dir
+    from rdev.services.create_and_build import CreateAndBuildService
+    from rdev.services.repos import (
+        GitAccess,
+        LocalCredentialQueue,
+        TaskGitCredentials,
+        local_repository_remover,
+    )
+
+    extra_templates = [settings.templates_dir] if settings.templates_dir else []
+    container.templates = FolderTemplateProvider([builtin_templates_dir(), *extra_templates])
+    builds.templates = container.templates
+    serve_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+    local_host = LocalRepoHost(
+        (settings.data_dir / "repos").resolve(),
+        settings.public_url or f"http://{serve_host}:{settings.port}",
+    )
+    container.repo_hosts["local"] = local_host
+    if settings.gitea_url and settings.gitea_token:
+        container.repo_hosts["gitea"] = GiteaRepoHost(settings.gitea_url, settings.gitea_token)
+    task_git = TaskGitCredentials(SqlLeaseReader(db))
+    workers.queue = LocalCredentialQueue(workers.queue, project_store, task_git)
+    container.git_http = GitSmartHTTPApp(
+        local_host.repos_dir, GitAccess(tokens, project_store, task_git)
+    )
+    projects.on_delete.append(local_repository_remover(local_host))
+    container.create_and_build = CreateAndBuildService(
+        projects=projects,
+        builds=builds,
+        templates=container.templates,
+        repo_hosts=container.repo_hosts,
+        idempotency=SqlIdempotencyStore(db),
+        default_host=settings.repo_host,
+    )
     return container
 
 

@@ -13,7 +13,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rdev import __version__
 from rdev.api.problems import install_problem_handlers
-from rdev.api.routers import builds, deliveries, domains, health, logs, projects, tokens, workers
+from rdev.api.routers import (
+    builds,
+    create_and_build,
+    deliveries,
+    domains,
+    health,
+    logs,
+    projects,
+    templates,
+    tokens,
+    workers,
+)
 from rdev.bootstrap import Container, build_container
 from rdev.config import Settings
 
@@ -94,7 +105,20 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []
     install_problem_handlers(app)
-    for r in (health, projects, builds, logs, workers, tokens, domains, deliveries):
+    for r in (
+        health,
+        projects,
+        builds,
+        logs,
+        workers,
+        tokens,
+        domains,
+        deliveries,
+        templates,
+        create_and_build,
+    ):
         app.include_router(r.router)
+    if container.git_http is not None:
+        app.mount("/git", container.git_http)  # local repositories over git smart HTTP
     app.add_middleware(RequestContext)
     return app

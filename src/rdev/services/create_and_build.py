@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -103,13 +104,6 @@ class IdempotencyStore(Protocol):
     async def reserve(self, key: str, scope: str, fingerprint: str) -> dict[str, Any] | None: ...
     async def complete(self, key: str, scope: str, response: dict[str, Any]) -> None: ...
     async def release(self, key: str, scope: str) -> None: ...
-
-
-class _StepFailed(Exception):
-    def __init__(self, step: str, cause: BaseException) -> None:
-        super().__init__(step)
-        self.step = step
-        self.cause = cause
 
 
 class CreateAndBuildService:
@@ -220,10 +214,11 @@ class CreateAndBuildService:
             template = self.templates.get(p.template)
         except NotFound as exc:
             raise ValidationFailed(exc.detail, field="project.template") from None
-        predicted_url = (
-            p.repo_url if host_name == "none" else (host.clone_url(p.name) if host_name == "local" else "")
-        )
-        context = {"name": p.name, "repo_url": predicted_url or "", "default_branch": p.default_branch}
+        # The repository URL as far as it is known before the repository exists.
+        predicted_url = p.repo_url or ""
+        if host_name == "local":
+            predicted_url = host.clone_url(p.name)
+        context = {"name": p.name, "repo_url": predicted_url, "default_branch": p.default_branch}
 
         spec = request.build
         if spec.template is None:
@@ -295,9 +290,12 @@ class CreateAndBuildService:
             assert plan.repo_url
             return plan.repo_url, plan.credential, None
         created = await plan.repo_host.create(plan.name, plan.branch, plan.options, plan.scaffold)
-        made.append(
-            ("repository deleted", lambda: plan.repo_host.delete(plan.name, plan.options))
-        )
+        if plan.host == "gitea" and "owner" not in plan.options:
+            # Made for the token's own user: its name (needed to delete it) is in the URL.
+            owner = _owner_from_url(created.clone_url)
+            if owner:
+                plan.options["owner"] = owner
+        made.append(("repository deleted", lambda: plan.repo_host.delete(plan.name, plan.options)))
         return created.clone_url, created.credential, created.web_url
 
 
@@ -326,6 +324,11 @@ class _Plan:
 
 def _options(p: NewProject) -> dict[str, Any]:
     return {k: getattr(p, k) for k in GITEA_OPTIONS if getattr(p, k) is not None}
+
+
+def _owner_from_url(url: str) -> str | None:
+    parts = urlsplit(url).path.strip("/").split("/")
+    return parts[-2] if len(parts) >= 2 and parts[-2] else None
 
 
 def _prefixed(prefix: str, fn: Any, *args: Any) -> Any:

@@ -21,7 +21,9 @@ class SqlLeaseReader:
         """(lease token, project name) while ``task_id`` is leased and unexpired, else None."""
         stmt = (
             select(work_tasks.c.lease_token, projects.c.name)
-            .select_from(work_tasks.join(builds, builds.c.id == work_tasks.c.build_id).join(projects))
+            .select_from(
+                work_tasks.join(builds, builds.c.id == work_tasks.c.build_id).join(projects)
+            )
             .where(
                 work_tasks.c.task_id == task_id,
                 work_tasks.c.state == "leased",

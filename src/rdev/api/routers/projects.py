@@ -46,6 +46,10 @@ async def patch_project(
 
 
 @router.delete("/{project_id}", status_code=204)
-async def delete_project(project_id: str, c: ContainerDep, p: PrincipalDep) -> Response:
-    await c.projects.delete(p, project_id)
+async def delete_project(
+    project_id: str, c: ContainerDep, p: PrincipalDep, delete_repository: bool = False
+) -> Response:
+    """With ``delete_repository=true`` the server's own (local) repository is removed too;
+    by default it is kept."""
+    await c.projects.delete(p, project_id, delete_repository=delete_repository)
     return Response(status_code=204)
