@@ -45,6 +45,9 @@ class Container:
     domains: Any = None
     pipelines: Any = None
     webhooks: Any = None
+    webhooks: Any = None
+    metrics: Any = None
+    live: Any = None
     repo_hosts: dict[str, Any] = field(default_factory=dict)
     create_and_build: Any = None
     git_http: Any = None  # the ASGI app serving local repositories, mounted at /git
@@ -155,6 +158,17 @@ def build_container(settings: Settings) -> Container:
     builds.check_callback = callback_checker(webhook_sender.check_url)
     workers.on_complete.append(container.webhooks.on_build_complete)
     projects.new_webhook_secret = new_secret
+    # Watching builds (issue 9): metrics registry per container; live log stream wake-ups.
+    from rdev.adapters.db.live import LiveSignal
+    from rdev.adapters.db.stats import SqlStats
+    from rdev.services.metrics import Metrics
+
+    container.live = LiveSignal(db, tasks=container.background, stop=container.stop_event)
+    container.metrics = Metrics(
+        stats=SqlStats(db), queue=queue, offline_after_seconds=settings.worker_offline_after_seconds
+    )
+    workers.on_claim.append(container.metrics.observe_claims)
+    workers.on_complete.append(container.metrics.observe_completion)
     # Templates, repo hosts, git over HTTP at /git, create-and-build (issue 6).
     from rdev.adapters.db.idempotency import SqlIdempotencyStore
     from rdev.adapters.db.leases import SqlLeaseReader

@@ -25,6 +25,7 @@ from rdev.api.routers import (
     tokens,
     workers,
 )
+from rdev.api.watching import install_watching
 from rdev.bootstrap import Container, build_container
 from rdev.config import Settings
 
@@ -120,5 +121,6 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         app.include_router(r.router)
     if container.git_http is not None:
         app.mount("/git", container.git_http)  # local repositories over git smart HTTP
+    install_watching(app, container)  # /metrics, /ui, request metrics, live-log wake-ups
     app.add_middleware(RequestContext)
     return app

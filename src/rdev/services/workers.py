@@ -43,6 +43,8 @@ class WorkerService:
         self.retry_delay_seconds = retry_delay_seconds
         self.max_retryable_failures = max_retryable_failures
         self.on_complete = on_complete or []
+        #: Called with freshly claimed tasks (metrics: claim latency); must not raise.
+        self.on_claim: list[Callable[[list[ClaimedTask]], Awaitable[None]]] = []
         self._worker_cache: dict[str, tuple[float, dict[str, Any]]] = {}
 
     async def register(self, principal: Principal, **info: Any) -> str:
@@ -95,6 +97,9 @@ class WorkerService:
                 lease_seconds=self.lease_seconds,
             )
             if tasks:
+                for claim_hook in self.on_claim:
+                    with contextlib.suppress(Exception):
+                        await claim_hook(tasks)
                 return tasks
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import structlog
 
@@ -27,8 +28,19 @@ class LiveSignal:
     opened lazily, by the first stream, and closed by :meth:`stop`.
     """
 
-    def __init__(self, db: Database, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        tasks: list[asyncio.Task[Any]] | None = None,
+        stop: asyncio.Event | None = None,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        """``tasks``: where to put the listener task (the container's background list, which
+        it cancels on stop); ``stop``: once set, no listener is started any more."""
         self._db = db
+        self._tasks = tasks
+        self._stop = stop
         self.poll_seconds = poll_seconds
         self._event = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
@@ -51,9 +63,13 @@ class LiveSignal:
         channel = self._db.dialect.notify_channel
         if channel is None or self._listener is not None or self._stopping:
             return
+        if self._stop is not None and self._stop.is_set():
+            return
         self._listener = asyncio.get_running_loop().create_task(
             self._listen(channel + "_log"), name="rdev-live-listen"
         )
+        if self._tasks is not None:
+            self._tasks.append(self._listener)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -1,0 +1,1 @@
+"""The API client side of the ``rdev`` command: login, builds, projects, workers."""
