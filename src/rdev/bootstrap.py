@@ -45,7 +45,6 @@ class Container:
     domains: Any = None
     pipelines: Any = None
     webhooks: Any = None
-    webhooks: Any = None
     metrics: Any = None
     live: Any = None
     repo_hosts: dict[str, Any] = field(default_factory=dict)
