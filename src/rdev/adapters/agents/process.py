@@ -154,8 +154,13 @@ async def _leader_exited(proc: asyncio.subprocess.Process) -> None:
                 return
             await asyncio.sleep(0.1)
         return
-    readable = loop.create_future()
-    loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(fd, on_readable)
     try:
         await readable
     finally:
