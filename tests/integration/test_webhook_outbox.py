@@ -1,0 +1,316 @@
+"""Build callbacks end to end inside one process: outbox → dispatcher → real loopback receivers.
+
+Each test runs on SQLite and PostgreSQL. Builds are finished through the worker protocol
+(register, claim, complete) over the real API; the dispatcher is the server's own background
+loop. Retry delays are shortened by swapping the service's ``delay`` function.
+"""
+# ruff: noqa: F811  (pytest fixtures imported from tests.fixtures are parameter names)
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from rdev.api.app import create_app
+from rdev.bootstrap import Container, build_container
+from rdev.config import Settings
+from tests.conftest import ADMIN_TOKEN, make_token
+from tests.factories import create_project, register_worker, submit
+from tests.fixtures.webhook_receiver import independent_verify, receivers  # noqa: F401
+
+Rdev = tuple[Container, httpx.AsyncClient]
+
+
+@pytest.fixture
+async def rdev(settings: Settings) -> AsyncIterator[Callable[..., Awaitable[Rdev]]]:
+    """``await rdev(delay=0.05, background=True, **settings_overrides)`` → (container, client):
+    a started server (same database as the test's ``settings``) and an API client on it."""
+    made: list[Rdev] = []
+
+    async def make(
+        delay: float = 0.05, background: bool = True, migrate: bool = True, **over: Any
+    ) -> Rdev:
+        c = build_container(settings.model_copy(update=over))
+        c.webhooks.delay = lambda _attempt: delay
+        await c.start(background=background, migrate=migrate)
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(c.settings, container=c)),
+            base_url="http://rdev.test",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=30,
+        )
+        made.append((c, client))
+        return c, client
+
+    yield make
+    for c, client in reversed(made):
+        await client.aclose()
+        await c.stop()
+
+
+async def finish_build(
+    client: httpx.AsyncClient, project: dict[str, Any], callback_url: str, **spec: Any
+) -> str:
+    """Submit a build with ``callback_url`` and complete it successfully as a worker."""
+    b = await submit(client, project["name"], callback_url=callback_url, **spec)
+    wid = await register_worker(client)
+    r = await client.post(f"/workers/{wid}/claim", json={"max_tasks": 1, "wait_seconds": 2})
+    [task] = r.json()
+    assert task["task_id"] == b["task_id"]
+    r = await client.post(
+        f"/workers/{wid}/complete/{task['task_id']}",
+        json={"lease_token": task["lease_token"], "result": {"success": True, "output": "ok"}},
+    )
+    assert r.status_code == 200, r.text
+    return str(b["task_id"])
+
+
+async def deliveries(client: httpx.AsyncClient, task_id: str) -> list[dict[str, Any]]:
+    r = await client.get(f"/builds/{task_id}/deliveries")
+    assert r.status_code == 200, r.text
+    return r.json()["items"]  # type: ignore[no-any-return]
+
+
+async def wait_settled(
+    client: httpx.AsyncClient, task_id: str, state: str, timeout: float = 15.0
+) -> dict[str, Any]:
+    """Poll until the build's single delivery is in ``state``; returns it."""
+    deadline = time.monotonic() + timeout
+    items: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        items = await deliveries(client, task_id)
+        if items and items[0]["state"] == state and not items[0]["in_flight"]:
+            assert len(items) == 1
+            return items[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"delivery never reached {state}: {items}")
+
+
+async def test_completed_build_is_delivered_signed_with_the_project_secret(rdev, receivers):
+    _, client = await rdev()
+    r = await receivers()
+    project = await create_project(client)
+    secret = project["webhook_secret"]
+    assert secret.startswith("whsec_")
+    assert "webhook_secret" not in (await client.get(f"/projects/{project['id']}")).json()
+
+    task_id = await finish_build(client, project, r.url("/hooks/rdev?bot=1"))
+    delivery = await wait_settled(client, task_id, "delivered")
+
+    [req] = r.requests
+    assert req.target == "/hooks/rdev?bot=1"
+    assert req.headers["webhook-id"] == delivery["id"]
+    assert independent_verify(secret, req.headers, req.body)
+    body = json.loads(req.body)
+    assert body["type"] == "build.completed"
+    assert body["data"]["task_id"] == task_id
+    assert body["data"]["status"] == "completed"
+    assert body["data"]["result"]["output"] == "ok"
+    assert body["data"]["project_name"] == project["name"]
+    assert delivery["event"] == "build.completed" and delivery["reason"] is None
+    [attempt] = delivery["attempts"]
+    assert attempt["status_code"] == 200 and attempt["error"] is None
+    assert attempt["response_excerpt"] == "answer 1"
+
+
+async def test_receiver_failing_twice_gets_it_on_the_third_attempt_under_one_id(rdev, receivers):
+    _, client = await rdev(delay=0.05)
+    r = await receivers(script=[500, 500, 200])
+    project = await create_project(client)
+    task_id = await finish_build(client, project, r.url())
+
+    delivery = await wait_settled(client, task_id, "delivered")
+    assert [a["status_code"] for a in delivery["attempts"]] == [500, 500, 200]
+    assert [a["error"] for a in delivery["attempts"]][:2] == ["HTTP 500 X", "HTTP 500 X"]
+    assert delivery["attempt_count"] == 3
+    assert len(r.requests) == 3
+    assert {q.headers["webhook-id"] for q in r.requests} == {delivery["id"]}
+    assert len({q.body for q in r.requests}) == 1  # the same bytes every time
+    assert all(independent_verify(project["webhook_secret"], q.headers, q.body) for q in r.requests)
+
+
+async def test_exhausted_attempts_leave_a_visible_dead_delivery(rdev, receivers):
+    _, client = await rdev(delay=0.05, webhook_max_attempts=3)
+    r = await receivers(script=[503])
+    project = await create_project(client)
+    task_id = await finish_build(client, project, r.url())
+
+    delivery = await wait_settled(client, task_id, "dead")
+    assert [a["status_code"] for a in delivery["attempts"]] == [503, 503, 503]
+    assert delivery["reason"] == "HTTP 503 X"
+    assert delivery["next_attempt_at"] is None
+    await asyncio.sleep(0.3)
+    assert len(r.requests) == 3  # and no fourth
+
+
+async def test_gone_stops_retrying_at_once(rdev, receivers):
+    _, client = await rdev(delay=0.05)
+    r = await receivers(script=[410, 200])
+    project = await create_project(client)
+    task_id = await finish_build(client, project, r.url())
+
+    delivery = await wait_settled(client, task_id, "dead")
+    assert [a["status_code"] for a in delivery["attempts"]] == [410]
+    await asyncio.sleep(0.3)
+    assert len(r.requests) == 1
+
+
+async def test_redirect_to_another_loopback_port_is_not_followed(rdev, receivers):
+    _, client = await rdev(webhook_max_attempts=1)
+    elsewhere = await receivers()
+    r = await receivers(script=[(302, f"Location: {elsewhere.url()}\r\n")])
+    project = await create_project(client)
+    task_id = await finish_build(client, project, r.url())
+
+    delivery = await wait_settled(client, task_id, "dead")
+    [attempt] = delivery["attempts"]
+    assert attempt["status_code"] == 302
+    assert "redirects are not followed" in attempt["error"]
+    assert elsewhere.connections == 0
+
+
+async def test_hanging_receiver_is_cut_at_the_timeout_and_others_are_not_delayed(rdev, receivers):
+    _, client = await rdev(webhook_timeout_seconds=1.5, webhook_max_attempts=1)
+    hanging = await receivers(script=["hang"])
+    fast = await receivers()
+    project = await create_project(client)
+
+    slow_task = await finish_build(client, project, hanging.url())
+    await hanging.wait_for(1)
+    fast_task = await finish_build(client, project, fast.url())
+    done_at = time.monotonic()
+    await fast.wait_for(1)
+    assert fast.requests[0].at - done_at < 1.0  # not queued behind the hanging send
+    assert (await deliveries(client, slow_task))[0]["in_flight"]
+    assert (await wait_settled(client, fast_task, "delivered"))["attempt_count"] == 1
+
+    slow = await wait_settled(client, slow_task, "dead")
+    [attempt] = slow["attempts"]
+    assert attempt["status_code"] is None
+    assert attempt["error"] == "timeout after 1.5s"
+    assert 1400 <= attempt["latency_ms"] < 4000
+
+
+async def test_redeliver_sends_a_dead_delivery_again_under_the_same_id(rdev, receivers):
+    _, client = await rdev(delay=0.05)
+    r = await receivers(script=[410, 200])
+    project = await create_project(client)
+    task_id = await finish_build(client, project, r.url())
+    dead = await wait_settled(client, task_id, "dead")
+
+    resp = await client.post(f"/deliveries/{dead['id']}/redeliver")
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["state"] == "pending" and resp.json()["attempt_count"] == 0
+
+    delivered = await wait_settled(client, task_id, "delivered")
+    assert [a["status_code"] for a in delivered["attempts"]] == [410, 200]
+    assert [q.headers["webhook-id"] for q in r.requests] == [dead["id"], dead["id"]]
+
+    # Redelivering a delivered one sends it once more.
+    assert (await client.post(f"/deliveries/{dead['id']}/redeliver")).status_code == 202
+    await r.wait_for(3)
+    again = await wait_settled(client, task_id, "delivered")
+    assert len(again["attempts"]) == 3
+    assert (await client.post("/deliveries/msg_nope/redeliver")).status_code == 404
+
+
+async def test_submit_refuses_loopback_callbacks_without_an_allowlist(rdev, receivers):
+    _, client = await rdev(webhook_allowlist=[])
+    r = await receivers()
+    project = await create_project(client)
+    for url in (
+        r.url(),
+        f"http://[::1]:{r.port}/hook",
+        f"http://localhost:{r.port}/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "ftp://example.com/hook",
+        "http://user:pw@example.com/hook",
+    ):  # the first four pass the spec's URL syntax check and meet the SSRF guard
+        resp = await client.post(
+            f"/projects/{project['name']}/builds", json={"prompt": "x", "callback_url": url}
+        )
+        assert resp.status_code == 422, (url, resp.text)
+        problem = resp.json()
+        assert problem["errors"][0]["field"].endswith("callback_url"), problem
+        assert "callback" in problem["detail"]
+        if url.startswith("http://") and "@" not in url:
+            assert "callback URL refused" in problem["detail"], problem
+            assert "loopback" in problem["detail"] or "link-local" in problem["detail"]
+    assert (await client.get("/builds")).json()["items"] == []  # no row written
+    assert r.connections == 0
+
+
+async def test_narrowed_allowlist_refuses_at_send_time_without_connecting(
+    rdev, receivers, settings
+):
+    """Admitted at submit (allowlisted then), refused at send (the operator removed the
+    allowlist before the dispatcher ran): nothing connects, and the deliveries say why."""
+    _, before = await rdev(background=False)
+    v4 = await receivers()
+    by_name = await receivers()
+    targets = [v4.url(), f"http://localhost:{by_name.port}/hook"]
+    listeners = [v4, by_name]
+    try:
+        v6 = await receivers(host="::1")
+        targets.append(v6.url())
+        listeners.append(v6)
+    except OSError:
+        pass  # no IPv6 loopback on this machine
+    project = await create_project(before)
+    tasks = [await finish_build(before, project, url) for url in targets]
+
+    _, after = await rdev(webhook_allowlist=[])
+    for task_id in tasks:
+        delivery = await wait_settled(after, task_id, "dead")
+        [attempt] = delivery["attempts"]
+        assert attempt["status_code"] is None
+        assert "loopback" in delivery["reason"] and delivery["reason"].startswith("refused")
+    await asyncio.sleep(0.2)
+    assert [x.connections for x in listeners] == [0] * len(listeners)
+
+
+async def test_two_dispatchers_never_send_one_delivery_twice(rdev, receivers):
+    _, submitter = await rdev(background=False)
+    r = await receivers()
+    project = await create_project(submitter)
+    tasks = [await finish_build(submitter, project, r.url()) for _ in range(12)]
+
+    # Started together (migrations are done: alembic must not run twice at once in-process).
+    (_, one), (_, _two) = await asyncio.gather(rdev(migrate=False), rdev(migrate=False))
+    await r.wait_for(12)
+    for task_id in tasks:
+        assert (await wait_settled(one, task_id, "delivered"))["attempt_count"] == 1
+    await asyncio.sleep(0.3)
+    ids = [q.headers["webhook-id"] for q in r.requests]
+    assert len(ids) == len(set(ids)) == 12
+
+
+async def test_deliveries_need_the_scope_and_the_project(rdev, receivers):
+    c, client = await rdev()
+    r = await receivers()
+    project = await create_project(client)
+    other = await create_project(client)
+    task_id = await finish_build(client, project, r.url())
+    delivery = await wait_settled(client, task_id, "delivered")
+
+    foreign = await make_token(c, ["builds:read", "builds:write"], [other["name"]])
+    reader = await make_token(c, ["builds:read"], [project["name"]])
+    assert (await client.get(f"/builds/{task_id}/deliveries", headers=foreign)).status_code == 403
+    redeliver = f"/deliveries/{delivery['id']}/redeliver"
+    assert (await client.post(redeliver, headers=foreign)).status_code == 403
+    assert (await client.post(redeliver, headers=reader)).status_code == 403
+    assert (await client.get(f"/builds/{task_id}/deliveries", headers=reader)).status_code == 200
+    assert (await client.get("/builds/nope/deliveries")).status_code == 404
+
+
+async def test_build_without_a_callback_has_no_deliveries(rdev):
+    _, client = await rdev()
+    project = await create_project(client)
+    b = await submit(client, project["name"])
+    assert await deliveries(client, b["task_id"]) == []
