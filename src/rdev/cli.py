@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from rdev.client.commands import register_client_commands
 from rdev.config import Settings
 from rdev.logging import configure_logging
 
@@ -177,6 +178,9 @@ def worker(
             await daemon.client.aclose()
 
     asyncio.run(run())
+
+
+register_client_commands(app)  # login, build, builds, projects, workers (API client)
 
 
 def main() -> None:  # pragma: no cover - console entry
