@@ -294,7 +294,7 @@ class PipelineService:
             event = "build.ci_passed" if pipeline.status in PASSED else "build.ci_failed"
             await self._finish(work, ci, event)
             log.info("ci result", task_id=work.task_id, pipeline=pipeline.number,
-                     status=pipeline.status, event=event)
+                     status=pipeline.status, ci_event=event)
             return
         await self._again_or_give_up(work, ci, now, changed=changed, state="following")
 

@@ -13,7 +13,7 @@ that lost its lease (it was slower than ``lease_seconds``) changes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,7 +52,8 @@ class LinkWork:
     lease: datetime
     ci: dict[str, Any]
     project_settings: dict[str, Any]
-    ci_token: str | None
+    #: Kept out of repr: tracebacks that show locals must not show the token.
+    ci_token: str | None = field(repr=False)
 
 
 class SqlCILinkStore:
