@@ -41,7 +41,11 @@ if [[ ${#wanted[@]} -eq 0 ]]; then
   wanted=("$CLAUDE_PKG@$CLAUDE_VERSION" "$OPENCODE_PKG@$OPENCODE_VERSION")
 fi
 mkdir -p "$PREFIX"
-if ! npm install --prefix "$PREFIX" --no-audit --no-fund --loglevel=error \
+# A quick look first, so an offline machine warns in seconds instead of waiting on installs.
+if ! timeout 60 npm view "${wanted[0]}" version --fetch-retries=0 >/dev/null 2>&1; then
+  fail_or_warn "npm registry unreachable, or ${wanted[0]} not published"
+fi
+if ! timeout 900 npm install --prefix "$PREFIX" --no-audit --no-fund --loglevel=error \
       "${wanted[@]}" >"$PREFIX/install.log" 2>&1; then
   fail_or_warn "npm install ${wanted[*]} failed; see $PREFIX/install.log"
 fi

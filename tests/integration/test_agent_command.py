@@ -107,7 +107,7 @@ async def test_command_cancel_stops_within_five_seconds_and_keeps_partial_output
     started = time.monotonic()
     result = await agent.run(_request(git_repo, scratch_dir, process_marker), sink, cancel)
     # SIGINT and SIGTERM are ignored: only the SIGKILL step ends it, after both graces.
-    assert time.monotonic() - started < 8
+    assert time.monotonic() - started < 5
     assert result.cancelled and not result.success
     assert log.lines[1] == "working"
     assert "working" in result.output

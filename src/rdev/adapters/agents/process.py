@@ -181,8 +181,8 @@ async def run_agent_process(
     on_line: LineCallback | None = None,
     on_stderr_line: LineCallback | None = None,
     stdin_data: bytes | None = None,
-    sigint_grace_seconds: float = 3.0,
-    sigterm_grace_seconds: float = 3.0,
+    sigint_grace_seconds: float = 2.0,
+    sigterm_grace_seconds: float = 2.0,
     max_stdout_bytes: int = 8 * 1024 * 1024,
     stderr_tail_bytes: int = 16 * 1024,
 ) -> ProcessOutcome:
