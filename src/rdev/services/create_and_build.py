@@ -220,6 +220,13 @@ class CreateAndBuildService:
             predicted_url = host.clone_url(p.name)
         context = {"name": p.name, "repo_url": predicted_url, "default_branch": p.default_branch}
 
+        try:
+            await asyncio.to_thread(
+                self.templates.scaffold, template.name, scaffold_dir, p.variables, context
+            )
+        except DomainError as exc:
+            exc.field = exc.field or "template"  # scaffold render errors name no field
+            raise _with_field_prefix(exc, "project.") from None
         spec = request.build
         if spec.template is None:
             # The build uses the project's template (and its variables) unless it names one.
@@ -238,12 +245,6 @@ class CreateAndBuildService:
         except DomainError as exc:
             raise _with_field_prefix(exc, "build.") from None
 
-        try:
-            await asyncio.to_thread(
-                self.templates.scaffold, template.name, scaffold_dir, p.variables, context
-            )
-        except DomainError as exc:
-            raise _with_field_prefix(exc, "project.") from None
         return _Plan(
             name=p.name,
             branch=p.default_branch,
@@ -339,8 +340,10 @@ def _prefixed(prefix: str, fn: Any, *args: Any) -> Any:
 
 
 def _with_field_prefix(exc: DomainError, prefix: str) -> DomainError:
-    field = f"{prefix}{exc.field}" if exc.field else None
-    return type(exc)(exc.detail, field=field, extra=dict(exc.extra))
+    # Changed in place: DomainError subclasses may have their own constructors.
+    if exc.field and not exc.field.startswith(prefix):
+        exc.field = f"{prefix}{exc.field}"
+    return exc
 
 
 async def _undo(made: list[tuple[str, Any]]) -> tuple[list[str], list[str]]:
@@ -358,30 +361,28 @@ async def _undo(made: list[tuple[str, Any]]) -> tuple[list[str], list[str]]:
 
 
 def _step_error(step: str, exc: Exception, undone: list[str], left: list[str]) -> DomainError:
+    """The error of a failed step: the same DomainError (changed in place: subclasses may have
+    their own constructors) with the step, and what was undone, in its detail and fields."""
     if isinstance(exc, DomainError):
-        cls: type[DomainError] = type(exc)
-        detail, field, extra = exc.detail, exc.field, dict(exc.extra)
-        if step == "repository" and field and not field.startswith(("project.", "build.")):
-            field = f"project.{field}"
+        error = exc
+        if step == "repository" and error.field and not error.field.startswith("project."):
+            error.field = f"project.{error.field}"
     elif isinstance(exc, GitError):
-        cls, detail, field, extra = UpstreamFailed, f"git failed: {exc}", None, {}
+        error = UpstreamFailed(f"git failed: {exc}")
     else:
         log.error("create-and-build failed unexpectedly", step=step, exc_info=exc)
-        cls, detail, field, extra = (
-            UpstreamFailed,
-            f"unexpected {type(exc).__name__} (logged on the server)",
-            None,
-            {},
-        )
-    message = f"create-and-build failed at step '{step}': {detail}"
+        error = UpstreamFailed(f"unexpected {type(exc).__name__} (logged on the server)")
+    message = f"create-and-build failed at step '{step}': {error.detail}"
     if undone:
         message += f" (undone: {', '.join(undone)})"
     if left:
         message += f" (could NOT undo: {', '.join(left)}; remove by hand)"
-    extra.update(step=step, undone=undone)
+    error.detail = message
+    error.args = (message,)
+    error.extra = {**error.extra, "step": step, "undone": undone}
     if left:
-        extra["left_behind"] = left
-    return cls(message, field=field, extra=extra)
+        error.extra["left_behind"] = left
+    return error
 
 
 def _stored(outcome: CreatedAndBuilt, fingerprint: str) -> dict[str, Any]:
