@@ -314,8 +314,12 @@ async def test_host_none_registers_an_existing_repository_without_making_one(
     pname = name()
     r = await client.post(
         "/project/create-and-build",
-        json=body(pname, host="none", repo_url="https://git.example.invalid/x.git",
-                  git_credential="s3cret"),  # fmt: skip
+        json=body(
+            pname,
+            host="none",
+            repo_url="https://git.example.invalid/x.git",
+            git_credential="s3cret",
+        ),  # fmt: skip
     )
 
     assert r.status_code == 201, r.text

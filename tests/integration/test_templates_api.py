@@ -177,7 +177,9 @@ async def test_template_sandbox_escapes_are_refused_with_422(
 async def test_variable_values_are_data_not_template_code(
     client: httpx.AsyncClient, templates_dir: Path
 ):
-    add_template(templates_dir, "echo", '[variables.v]\ntype = "string"\n', "[{{ v }}] {{ prompt }}")
+    add_template(
+        templates_dir, "echo", '[variables.v]\ntype = "string"\n', "[{{ v }}] {{ prompt }}"
+    )
     project = await create_project(client)
     accepted = await submit(
         client, project["id"], prompt="{{ 7 * 7 }}", template="echo", variables={"v": "{{ 6*6 }}"}
