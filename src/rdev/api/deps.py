@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 from fastapi import Depends, Request
@@ -30,3 +30,38 @@ async def get_principal(request: Request) -> Principal:
 
 ContainerDep = Annotated["Container", Depends(get_container)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def scoped(*scopes: str) -> Any:
+    """A Principal dependency that also requires one of ``scopes``.
+
+    Checked while dependencies are solved, i.e. before the body is validated: a token
+    without the scope gets 403 whatever it sent.
+    """
+
+    async def dep(request: Request) -> Principal:
+        principal = await get_principal(request)
+        principal.require(*scopes)
+        return principal
+
+    return Depends(dep)
+
+
+BuildsRead = Annotated[Principal, scoped("builds:read", "builds:write")]
+BuildsWrite = Annotated[Principal, scoped("builds:write")]
+ProjectsRead = Annotated[Principal, scoped("projects:read")]
+ProjectsWrite = Annotated[Principal, scoped("projects:write")]
+WorkerRun = Annotated[Principal, scoped("workers:run")]
+Admin = Annotated[Principal, scoped("admin")]
+
+
+async def project_access(request: Request, project_id: str) -> None:
+    """403 before the body is read when the token may not touch ``{project_id}``."""
+    principal = await get_principal(request)
+    if principal.projects is None:
+        return
+    row = await get_container(request).projects.store.get_row(project_id)
+    principal.require_project(row["id"], row["name"])
+
+
+ProjectAccess = Depends(project_access)

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class BuildStatus(StrEnum):
@@ -87,11 +87,12 @@ class BuildSpec(BaseModel):
             raise ValueError(f"unknown event(s) {unknown}; known: {list(WEBHOOK_EVENTS)}")
         return v
 
-    @model_validator(mode="after")
-    def _push_needs_commit(self) -> BuildSpec:
-        if self.auto_push and not self.auto_commit:
+    @field_validator("auto_push")
+    @classmethod
+    def _push_needs_commit(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and not info.data.get("auto_commit"):
             raise ValueError("auto_push requires auto_commit")
-        return self
+        return v
 
 
 class FileChange(BaseModel):

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
-from rdev.api.deps import ContainerDep, PrincipalDep
+from rdev.api.deps import BuildsWrite, ContainerDep, PrincipalDep, ProjectAccess
 from rdev.api.schemas import BuildAccepted, BuildOut, BuildPage, EventOut
 from rdev.domain.errors import ValidationFailed
 from rdev.domain.models import Build, BuildSpec, BuildStatus
@@ -50,12 +50,17 @@ def build_out(b: Build) -> BuildOut:
     )
 
 
-@router.post("/projects/{project_id}/builds", status_code=202, response_model=BuildAccepted)
+@router.post(
+    "/projects/{project_id}/builds",
+    status_code=202,
+    response_model=BuildAccepted,
+    dependencies=[ProjectAccess],
+)
 async def submit_build(
     project_id: str,
     spec: BuildSpec,
     c: ContainerDep,
-    p: PrincipalDep,
+    p: BuildsWrite,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> BuildAccepted:

@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from rdev.api.deps import ContainerDep, PrincipalDep
+from rdev.api.deps import ContainerDep, PrincipalDep, ProjectAccess, scoped
 from rdev.services.domains import Hostname, ProjectHostnames
 
 router = APIRouter(tags=["domains"])
@@ -39,7 +39,11 @@ class HostnameOut(BaseModel):
     @classmethod
     def of(cls, h: Hostname) -> HostnameOut:
         return cls(
-            domain=h.domain, unicode=h.unicode, kind=h.kind, state=h.state, target=h.target,
+            domain=h.domain,
+            unicode=h.unicode,
+            kind=h.kind,
+            state=h.state,
+            target=h.target,
             created_at=h.created_at,
         )
 
@@ -74,6 +78,7 @@ async def list_domains(project_id: str, c: ContainerDep, p: PrincipalDep) -> Pro
 
 @router.post(
     "/projects/{project_id}/domains",
+    dependencies=[ProjectAccess, scoped("projects:write", "domains:write")],
     status_code=201,
     response_model=HostnameOut,
     responses={200: {"description": "the alias already belonged to this project"}},
@@ -91,9 +96,7 @@ async def add_domain(
 
 
 @router.delete("/projects/{project_id}/domains/{domain}", status_code=204)
-async def remove_domain(
-    project_id: str, domain: str, c: ContainerDep, p: PrincipalDep
-) -> Response:
+async def remove_domain(project_id: str, domain: str, c: ContainerDep, p: PrincipalDep) -> Response:
     """Remove an alias and its CNAME (404 when the project has no such alias)."""
     await c.domains.remove(p, project_id, domain)
     return Response(status_code=204)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from rdev.api.deps import ContainerDep, PrincipalDep
+from rdev.api.deps import ContainerDep, PrincipalDep, ProjectsWrite
 from rdev.api.schemas import ProjectCreate, ProjectCreated, ProjectOut, ProjectPatch
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 
 
 @router.post("", status_code=201, response_model=ProjectCreated)
-async def create_project(body: ProjectCreate, c: ContainerDep, p: PrincipalDep) -> ProjectCreated:
+async def create_project(body: ProjectCreate, c: ContainerDep, p: ProjectsWrite) -> ProjectCreated:
     """Register a project (a git repository). The git credential is kept server-side only.
     The answer holds the project's webhook signing secret, shown this once."""
     make_secret = c.projects.new_webhook_secret
@@ -33,7 +33,7 @@ async def get_project(project_id: str, c: ContainerDep, p: PrincipalDep) -> Proj
 
 @router.patch("/{project_id}", response_model=ProjectCreated)
 async def patch_project(
-    project_id: str, body: ProjectPatch, c: ContainerDep, p: PrincipalDep
+    project_id: str, body: ProjectPatch, c: ContainerDep, p: ProjectsWrite
 ) -> ProjectCreated:
     """Change default_branch, git_credential (write-only; null clears), default_agent, labels,
     CI settings (`ci`; its token is write-only), or rotate the webhook secret. Only the fields

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from rdev.api.deps import ContainerDep, PrincipalDep
+from rdev.api.deps import ContainerDep, PrincipalDep, WorkerRun
 from rdev.api.schemas import (
     ClaimRequest,
     Completion,
@@ -20,7 +20,7 @@ router = APIRouter(tags=["workers"])
 
 
 @router.post("/workers/register", response_model=WorkerRegistered)
-async def register(body: WorkerRegister, c: ContainerDep, p: PrincipalDep) -> WorkerRegistered:
+async def register(body: WorkerRegister, c: ContainerDep, p: WorkerRun) -> WorkerRegistered:
     """Idempotent by worker name: the same name gets the same id back."""
     wid = await c.workers.register(p, **body.model_dump())
     lease = c.settings.lease_seconds
@@ -31,7 +31,7 @@ async def register(body: WorkerRegister, c: ContainerDep, p: PrincipalDep) -> Wo
 
 @router.post("/workers/{worker_id}/heartbeat", response_model=HeartbeatAnswer)
 async def heartbeat(
-    worker_id: str, body: Heartbeat, c: ContainerDep, p: PrincipalDep
+    worker_id: str, body: Heartbeat, c: ContainerDep, p: WorkerRun
 ) -> HeartbeatAnswer:
     """Extends the leases of the listed tasks; the answer lists cancel requests.
 
@@ -45,21 +45,21 @@ async def heartbeat(
 
 @router.post("/workers/{worker_id}/claim", response_model=list[ClaimedTask])
 async def claim(
-    worker_id: str, body: ClaimRequest, c: ContainerDep, p: PrincipalDep
+    worker_id: str, body: ClaimRequest, c: ContainerDep, p: WorkerRun
 ) -> list[ClaimedTask]:
     """Long-poll (up to ``wait_seconds``, default 30) for up to ``max_tasks`` tasks."""
     return await c.workers.claim(p, worker_id, body.max_tasks, body.wait_seconds)
 
 
 @router.post("/workers/{worker_id}/stopped", status_code=204)
-async def stopped(worker_id: str, c: ContainerDep, p: PrincipalDep) -> Response:
+async def stopped(worker_id: str, c: ContainerDep, p: WorkerRun) -> Response:
     await c.workers.stopped(p, worker_id)
     return Response(status_code=204)
 
 
 @router.post("/builds/{task_id}/logs", status_code=200)
 async def append_logs(
-    task_id: str, body: LogAppend, c: ContainerDep, p: PrincipalDep
+    task_id: str, body: LogAppend, c: ContainerDep, p: WorkerRun
 ) -> dict[str, int]:
     """Append log chunks in order (worker only; needs the current lease token)."""
     last = await c.workers.append_logs(
@@ -70,7 +70,7 @@ async def append_logs(
 
 @router.post("/workers/{worker_id}/complete/{task_id}")
 async def complete(
-    worker_id: str, task_id: str, body: Completion, c: ContainerDep, p: PrincipalDep
+    worker_id: str, task_id: str, body: Completion, c: ContainerDep, p: WorkerRun
 ) -> dict[str, str]:
     """Report the result. A stale lease token → 409 and the stored result stays."""
     status = await c.workers.complete(
