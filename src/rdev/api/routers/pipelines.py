@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
@@ -17,8 +17,10 @@ router = APIRouter(prefix="/projects", tags=["pipelines"])
 
 class StepOut(BaseModel):
     name: str
-    state: str = Field(description="normalized: pending, running, success, failure, "
-                       "cancelled, error, blocked, skipped")
+    state: str = Field(
+        description="normalized: pending, running, success, failure, "
+        "cancelled, error, blocked, skipped"
+    )
     raw_state: str = Field(description="the CI server's own value")
     exit_code: int | None = None
     started_at: str | None = None
@@ -55,7 +57,9 @@ class PipelineOut(BaseModel):
         return cls.model_validate(asdict(p))
 
 
-_NOT_CONFIGURED = {409: {"description": "the project has no CI configured (problem+json)"}}
+_NOT_CONFIGURED: dict[int | str, dict[str, Any]] = {
+    409: {"description": "the project has no CI configured (problem+json)"}
+}
 
 
 @router.get(
@@ -71,10 +75,12 @@ async def list_pipelines(
     page: Annotated[int, Query(ge=1)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 25,
     branch: str | None = None,
-    event: Annotated[str | None, Query(description="push, pull_request, tag, ... or a "
-                                       "comma list")] = None,
-    status: Annotated[str | None, Query(description="a normalized state or a raw "
-                                        "CI status")] = None,
+    event: Annotated[
+        str | None, Query(description="push, pull_request, tag, ... or a comma list")
+    ] = None,
+    status: Annotated[
+        str | None, Query(description="a normalized state or a raw CI status")
+    ] = None,
 ) -> list[PipelineOut]:
     """Scopes: projects:read or builds:read. Errors: 409 no CI configured, 502 CI token
     rejected or CI unreachable, 504 CI timeout, 404 unknown CI repository."""
@@ -94,8 +100,13 @@ async def list_pipelines(
 )
 async def get_pipeline(
     project_id: str,
-    number: Annotated[str, Path(description="the pipeline number, or `latest` (newest on "
-                                "the default branch)", examples=["42", "latest"])],
+    number: Annotated[
+        str,
+        Path(
+            description="the pipeline number, or `latest` (newest on the default branch)",
+            examples=["42", "latest"],
+        ),
+    ],
     c: ContainerDep,
     p: PrincipalDep,
 ) -> PipelineOut:
