@@ -21,8 +21,14 @@ from rdev.api.app import create_app
 from rdev.bootstrap import Container, build_container
 from rdev.config import Settings
 from tests.conftest import ADMIN_TOKEN, make_token
-from tests.factories import create_project, register_worker, submit
-from tests.fixtures.webhook_receiver import independent_verify, receivers  # noqa: F401
+from tests.factories import create_project, submit
+from tests.fixtures.webhook_receiver import (  # noqa: F401
+    deliveries,
+    finish_build,
+    independent_verify,
+    receivers,
+    wait_settled,
+)
 
 Rdev = tuple[Container, httpx.AsyncClient]
 
@@ -52,44 +58,6 @@ async def rdev(settings: Settings) -> AsyncIterator[Callable[..., Awaitable[Rdev
     for c, client in reversed(made):
         await client.aclose()
         await c.stop()
-
-
-async def finish_build(
-    client: httpx.AsyncClient, project: dict[str, Any], callback_url: str, **spec: Any
-) -> str:
-    """Submit a build with ``callback_url`` and complete it successfully as a worker."""
-    b = await submit(client, project["name"], callback_url=callback_url, **spec)
-    wid = await register_worker(client)
-    r = await client.post(f"/workers/{wid}/claim", json={"max_tasks": 1, "wait_seconds": 2})
-    [task] = r.json()
-    assert task["task_id"] == b["task_id"]
-    r = await client.post(
-        f"/workers/{wid}/complete/{task['task_id']}",
-        json={"lease_token": task["lease_token"], "result": {"success": True, "output": "ok"}},
-    )
-    assert r.status_code == 200, r.text
-    return str(b["task_id"])
-
-
-async def deliveries(client: httpx.AsyncClient, task_id: str) -> list[dict[str, Any]]:
-    r = await client.get(f"/builds/{task_id}/deliveries")
-    assert r.status_code == 200, r.text
-    return r.json()["items"]  # type: ignore[no-any-return]
-
-
-async def wait_settled(
-    client: httpx.AsyncClient, task_id: str, state: str, timeout: float = 15.0
-) -> dict[str, Any]:
-    """Poll until the build's single delivery is in ``state``; returns it."""
-    deadline = time.monotonic() + timeout
-    items: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        items = await deliveries(client, task_id)
-        if items and items[0]["state"] == state and not items[0]["in_flight"]:
-            assert len(items) == 1
-            return items[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"delivery never reached {state}: {items}")
 
 
 async def test_completed_build_is_delivered_signed_with_the_project_secret(rdev, receivers):
