@@ -306,6 +306,18 @@ async def test_linker_gives_up_at_the_deadline(client, container, fake):
     assert sorted(states) == ["gave_up", "gave_up"]
 
 
+async def test_linker_retries_ci_errors_until_the_deadline(client, container, fake):
+    container.pipelines.link_timeout = 1.0
+    p = await ci_project(client, fake, token="wp-rejected-token-98765")
+    task_id = await complete_pushed_build(client, p["name"], sha("rejected"))
+    ci = await wait_ci(client, task_id, lambda c: "error" in c)
+    assert ci["status"] == "searching" and "CI token rejected" in ci["error"]
+    ci = await wait_ci(client, task_id, lambda c: c["status"] == "unknown")
+    assert "wp-rejected-token-98765" not in str(ci)
+    # Several checks were made (with backoff), not one.
+    assert sum(1 for _, path, _ in fake.requests if path.startswith("/api/repos/lookup")) >= 3
+
+
 async def test_no_link_without_push_or_without_ci(client, container, fake):
     p = await ci_project(client, fake)
     plain = await create_project(client)

@@ -273,13 +273,17 @@ class PipelineService:
             ci.update(status="unknown", reason="CI was removed from the project")
             await self._finish(work, ci, None)
             return
+        number = ci.get("pipeline_number")
         try:
-            if work.state == "searching":
+            if work.state == "searching" or number is None:
                 pipeline = await provider.find_pipeline_for_commit(work.commit_sha)
             else:
-                pipeline = await provider.get_pipeline(int(ci["pipeline_number"]))
-        except DomainError as exc:
-            ci["error"] = scrubber.scrub(exc.detail)
+                pipeline = await provider.get_pipeline(int(number))
+        except Exception as exc:  # retried until the deadline, whatever went wrong
+            # No traceback: rendered locals could hold the token. The message is scrubbed.
+            ci["error"] = scrubber.scrub(
+                exc.detail if isinstance(exc, DomainError) else f"{type(exc).__name__}: {exc}"
+            )
             log.warning("ci check failed", task_id=work.task_id, error=ci["error"])
             await self._again_or_give_up(work, ci, now, changed=False)
             return
