@@ -66,13 +66,17 @@ def one_line_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ClientError as exc:
-            Console(stderr=True).print(Text(f"error: {exc.message}", style="red"))
+            stderr_console().print(Text(f"error: {exc.message}", style="red"))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            Console(stderr=True).print("interrupted (a submitted build keeps running)")
+            stderr_console().print("interrupted (a submitted build keeps running)")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, soft_wrap=True)
 
 
 def emit_json(data: Any) -> None:
@@ -101,7 +105,7 @@ def login(server: ServerOpt = None, token: TokenOpt = None) -> None:
             if exc.status != 403:  # 403: a valid token with other scopes is fine
                 raise
     path = save_file(conn.server, conn.token)
-    Console(stderr=True).print(f"logged in to {conn.server}; saved to {path}")
+    stderr_console().print(f"logged in to {conn.server}; saved to {path}")
 
 
 # -- builds -----------------------------------------------------------------------------
@@ -122,7 +126,7 @@ def succeeded(build: dict[str, Any]) -> bool:
 def watch(api: ApiClient, build: dict[str, Any], as_json: bool, since: int = 0) -> int:
     """Show the live log and status until the build ends; the exit code for the outcome."""
     task_id = build["task_id"]
-    out, err = Console(), Console(stderr=True)
+    out, err = Console(), stderr_console()
     line = render.StatusLine(task_id, build.get("created_at"))
     line.update(build)
     if as_json:
@@ -205,8 +209,8 @@ def build_submit(
                                 markup=False, highlight=False)
             return
         if not as_json:
-            Console(stderr=True).print(f"submitted build {task_id}; following its log",
-                                       markup=False, highlight=False)
+            stderr_console().print(f"submitted build {task_id}; following its log",
+                                   markup=False, highlight=False)
         code = watch(api, api.get(f"/builds/{task_id}"), as_json)
     raise typer.Exit(code)
 
