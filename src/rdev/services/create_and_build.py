@@ -85,7 +85,27 @@ class NewProject(BaseModel):
 
 
 class CreateAndBuildRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "project": {
+                        "name": "clock-service",
+                        "template": "python-service",
+                        "variables": {"service_name": "clock", "port": 8000},
+                        "host": "local",
+                    },
+                    "build": {
+                        "prompt": "Add GET /time returning the current UTC time as JSON.",
+                        "auto_commit": True,
+                        "auto_push": True,
+                        "callback_url": "https://bot.example.org/rdev-callback",
+                    },
+                }
+            ]
+        },
+    )
 
     project: NewProject
     build: BuildSpec
