@@ -67,7 +67,8 @@ class ProjectService:
         """PATCH /projects/{id}: only the keys in ``changes`` change. Returns the project and,
         when ``rotate_webhook_secret`` was asked, the new secret (the only time it is shown)."""
         principal.require("projects:write")
-        project = await self.get(principal, ref)
+        project = await self.store.get(ref)  # projects:write suffices, no read scope needed
+        principal.require_project(project.id, project.name)
         values: dict[str, Any] = {}
         for key in ("default_branch", "labels"):
             if key in changes:
