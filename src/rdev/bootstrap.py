@@ -72,6 +72,12 @@ class Container:
                         self.webhooks.run(self.stop_event), name="rdev-webhook-dispatcher"
                     )
                 )
+            if self.pipelines is not None:
+                self.background.append(
+                    asyncio.create_task(
+                        self.pipelines.run_linker(self.stop_event), name="rdev-ci-linker"
+                    )
+                )
 
     async def stop(self) -> None:
         self.stop_event.set()
@@ -157,6 +163,20 @@ def build_container(settings: Settings) -> Container:
     builds.check_callback = callback_checker(webhook_sender.check_url)
     workers.on_complete.append(container.webhooks.on_build_complete)
     projects.new_webhook_secret = new_secret
+    # CI pipelines (issue 7): the proxy, PATCH ci validation, and the CI linker.
+    from rdev.adapters.ci import build_ci_provider
+    from rdev.adapters.db.ci_links import SqlCILinkStore
+    from rdev.services.pipelines import PipelineService
+
+    container.pipelines = PipelineService(
+        projects,
+        SqlCILinkStore(db),
+        lambda ci, timeout: build_ci_provider(ci, timeout=timeout),
+        poll_interval=settings.ci_poll_interval_seconds,
+        link_timeout=settings.ci_link_timeout_seconds,
+    )
+    projects.prepare_ci = container.pipelines.prepare_ci_settings
+    workers.on_complete.append(container.pipelines.on_build_complete)
     # Watching builds (issue 9): metrics registry per container; live log stream wake-ups.
     from rdev.adapters.db.live import LiveSignal
     from rdev.adapters.db.stats import SqlStats

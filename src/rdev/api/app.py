@@ -20,6 +20,7 @@ from rdev.api.routers import (
     domains,
     health,
     logs,
+    pipelines,
     projects,
     templates,
     tokens,
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         tokens,
         domains,
         deliveries,
+        pipelines,
         templates,
         create_and_build,
     ):
