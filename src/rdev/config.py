@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     )
     opencode_provider: str = "openai"
     opencode_model: str | None = None
+    #: USD per 1M tokens; without them OpenCode reports no cost (cost_usd stays null).
+    opencode_cost_per_mtok_input: float | None = None
+    opencode_cost_per_mtok_output: float | None = None
     worker_slots: int = 2
     worker_workdir: Path | None = None
     keep_failed_workdirs: bool = False

@@ -32,6 +32,8 @@ def build_agents(
         env,
         provider=settings.opencode_provider,
         model=settings.opencode_model,
+        cost_per_mtok_input=settings.opencode_cost_per_mtok_input,
+        cost_per_mtok_output=settings.opencode_cost_per_mtok_output,
     )
     return agents
 
