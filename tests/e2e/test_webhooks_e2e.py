@@ -127,7 +127,8 @@ async def test_real_worker_build_announces_start_and_completion(rdev_server, git
         await receiver.wait_for(2)
         items = await deliveries(api, task_id)
 
-    bodies = [json.loads(q.body) for q in receiver.requests]
+    # Deliveries go out concurrently, so arrival order is not promised: order by timestamp.
+    bodies = sorted((json.loads(q.body) for q in receiver.requests), key=lambda b: b["timestamp"])
     assert [b["type"] for b in bodies] == ["build.started", "build.completed"]
     assert bodies[1]["data"]["result"]["files_changed"][0]["path"] == "hello.txt"
     assert all(independent_verify(secret, q.headers, q.body) for q in receiver.requests)

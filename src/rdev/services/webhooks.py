@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -93,6 +94,11 @@ class WebhookService:
         """WorkerService completion hook: the outbox row is committed; send it promptly."""
         self.wake()
 
+    async def on_builds_claimed(self, tasks: list[Any]) -> None:
+        """WorkerService claim hook: ``build.started`` deliveries may have been queued."""
+        if tasks:
+            self.wake()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Background loop until ``stop`` is set (or the task is cancelled)."""
         try:
@@ -113,10 +119,10 @@ class WebhookService:
         for d in claimed:
             task = asyncio.create_task(self._deliver(d), name=f"rdev-webhook-{d['id']}")
             self._in_flight[d["id"]] = (d["lease"], task)
-            task.add_done_callback(lambda _t, i=d["id"]: self._finished(i))
+            task.add_done_callback(functools.partial(self._finished, d["id"]))
         return len(claimed)
 
-    def _finished(self, delivery_id: str) -> None:
+    def _finished(self, delivery_id: str, _task: asyncio.Task[None]) -> None:
         self._in_flight.pop(delivery_id, None)
         self._wake.set()  # a slot is free; there may be more due work
 
