@@ -162,6 +162,7 @@ def build_container(settings: Settings) -> Container:
     )
     builds.check_callback = callback_checker(webhook_sender.check_url)
     workers.on_complete.append(container.webhooks.on_build_complete)
+    workers.on_claim.append(container.webhooks.on_builds_claimed)
     projects.new_webhook_secret = new_secret
     # CI pipelines (issue 7): the proxy, PATCH ci validation, and the CI linker.
     from rdev.adapters.ci import build_ci_provider
