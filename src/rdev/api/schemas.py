@@ -184,6 +184,14 @@ class Completion(BaseModel):
     agent_info: dict[str, Any] | None = None
 
 
+class BatchCompletionItem(Completion):
+    task_id: str
+
+
+class BatchCompletion(BaseModel):
+    items: list[BatchCompletionItem] = Field(min_length=1, max_length=500)
+
+
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

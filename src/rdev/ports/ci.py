@@ -50,7 +50,7 @@ class CISettings:
     provider: str
     server_url: str
     repo: str
-    token: str
+    token: str = field(repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

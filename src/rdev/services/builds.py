@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rdev.domain.auth import Principal
-from rdev.domain.errors import ValidationFailed
+from rdev.domain.errors import NotFound, ValidationFailed
 from rdev.domain.models import KNOWN_AGENTS, Build, BuildEvent, BuildSpec, BuildStatus
 
 #: Checks a callback URL at submit time; raises ValidationFailed(field="callback_url").
@@ -60,6 +60,12 @@ class BuildService:
         if spec.template:
             if self.templates is None:
                 raise ValidationFailed("templates are not available", field="template")
+            try:
+                self.templates.get(spec.template)
+            except NotFound:
+                raise ValidationFailed(
+                    f"unknown template {spec.template!r}", field="template"
+                ) from None
             rendered = self.templates.render_prompt(
                 spec.template,
                 spec.prompt,

@@ -140,6 +140,28 @@ class WorkerService:
                 log.exception("completion hook failed", task_id=task_id)
         return status
 
+    async def complete_many(
+        self, principal: Principal, worker_id: str, items: list[Any]
+    ) -> list[BuildStatus | Exception]:
+        """Batch form of :meth:`complete`: one transaction, one outcome per item."""
+        principal.require("workers:run")
+        worker = await self._worker(worker_id)
+        outcomes = await self.queue.complete_many(
+            items,
+            worker_name=worker["name"],
+            retry_delay_seconds=self.retry_delay_seconds,
+            max_retryable_failures=self.max_retryable_failures,
+        )
+        if self.on_complete:
+            for item, outcome in zip(items, outcomes, strict=True):
+                if isinstance(outcome, BuildStatus):
+                    for hook in self.on_complete:
+                        try:
+                            await hook(item.task_id, outcome, item.result)
+                        except Exception:
+                            log.exception("completion hook failed", task_id=item.task_id)
+        return outcomes
+
     async def stopped(self, principal: Principal, worker_id: str) -> None:
         principal.require("workers:run")
         await self.workers.mark_stopped(worker_id)

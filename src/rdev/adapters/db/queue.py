@@ -7,6 +7,7 @@ transaction gives the same exclusivity.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -19,11 +20,19 @@ from rdev.domain.state_machine import check_transition
 
 from .engine import Database
 from .notify import WorkNotifier
-from .outbox import enqueue, wanted
+from .outbox import enqueue, enqueue_for_status, wanted
 from .rows import build_select, new_token, transition, utcnow
 from .tables import build_events, build_logs, builds, projects, work_tasks
 
 MAX_OUTPUT_CHARS = 256 * 1024
+
+
+@dataclass
+class Completion:
+    task_id: str
+    lease_token: str
+    result: BuildResult
+    agent_info: dict[str, Any] | None = None
 
 
 class SqlWorkQueue:
@@ -282,57 +291,153 @@ class SqlWorkQueue:
         retry_delay_seconds: float,
         max_retryable_failures: int,
     ) -> BuildStatus:
+        """Store one result; StaleLease (409) when the lease is no longer the caller's."""
+        [outcome] = await self.complete_many(
+            [Completion(task_id, lease_token, result, agent_info)],
+            worker_name=worker_name,
+            retry_delay_seconds=retry_delay_seconds,
+            max_retryable_failures=max_retryable_failures,
+        )
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def complete_many(
+        self,
+        items: list[Completion],
+        *,
+        worker_name: str,
+        retry_delay_seconds: float,
+        max_retryable_failures: int,
+    ) -> list[BuildStatus | StaleLease | NotFound]:
+        """Store many results in one transaction (batch-claiming workers report in batches).
+
+        Each item gets its own outcome: the new status, or the error for a stale lease.
+        """
         actor = f"worker:{worker_name}"
-        if len(result.output) > MAX_OUTPUT_CHARS:
-            result.output = result.output[-MAX_OUTPUT_CHARS:]
+        now = utcnow()
+        ids = [i.task_id for i in items]
+        outcomes: list[BuildStatus | StaleLease | NotFound] = []
         async with self.db.write() as conn:
-            task = await self._leased(conn, task_id, lease_token)
-            row = (
-                (
+            leases = {
+                r["task_id"]: r
+                for r in (
                     await conn.execute(
-                        self.db.dialect.lock_row(build_select().where(builds.c.task_id == task_id))
+                        self.db.dialect.lock_row(
+                            select(work_tasks).where(work_tasks.c.task_id.in_(ids))
+                        )
                     )
+                ).mappings()
+            }
+            rows = {
+                r["task_id"]: r
+                for r in (
+                    await conn.execute(
+                        self.db.dialect.lock_row(build_select().where(builds.c.task_id.in_(ids)))
+                    )
+                ).mappings()
+            }
+            updates: list[dict[str, Any]] = []
+            events: list[dict[str, Any]] = []
+            finished: list[int] = []
+            pending_outbox: list[tuple[int, BuildStatus, dict[str, Any]]] = []
+            for item in items:
+                task, row = leases.get(item.task_id), rows.get(item.task_id)
+                if row is None:
+                    outcomes.append(NotFound(f"no build {item.task_id!r}"))
+                    continue
+                if (
+                    task is None
+                    or task["state"] != "leased"
+                    or (task["lease_token"] != item.lease_token)
+                ):
+                    outcomes.append(
+                        StaleLease(f"the lease on build {item.task_id} is no longer yours")
+                    )
+                    continue
+                result = item.result
+                if len(result.output) > MAX_OUTPUT_CHARS:
+                    result.output = result.output[-MAX_OUTPUT_CHARS:]
+                info = {**(row["agent_info"] or {}), **(item.agent_info or {})}
+                retry = result.retryable and not result.cancelled
+                if retry and row["retries"] < max_retryable_failures:
+                    delay = result.retry_after_seconds or retry_delay_seconds
+                    await transition(
+                        conn,
+                        row,
+                        BuildStatus.PENDING,
+                        actor=actor,
+                        reason=f"retryable failure, retry in {delay:.0f}s: {result.error or ''}"[
+                            :500
+                        ],
+                        values={
+                            "agent_info": info,
+                            "retries": row["retries"] + 1,
+                            "worker_id": None,
+                        },
+                    )
+                    await conn.execute(
+                        update(work_tasks)
+                        .where(work_tasks.c.build_id == task["build_id"])
+                        .values(
+                            state="queued",
+                            lease_token=None,
+                            lease_expires_at=None,
+                            worker_id=None,
+                            available_at=now + timedelta(seconds=delay),
+                        )
+                    )
+                    outcomes.append(BuildStatus.PENDING)
+                    continue
+                if result.cancelled:
+                    to, reason = BuildStatus.CANCELLED, "cancelled"
+                elif result.success:
+                    to, reason = BuildStatus.COMPLETED, "completed"
+                else:
+                    to, reason = BuildStatus.FAILED, (result.error or "failed")[:500]
+                check_transition(BuildStatus(row["status"]), to)
+                updates.append(
+                    {
+                        "b_id": row["id"],
+                        "b_status": to.value,
+                        "b_result": result.model_dump(mode="json"),
+                        "b_info": info,
+                    }
                 )
-                .mappings()
-                .one()
-            )
-            info = {**(row["agent_info"] or {}), **(agent_info or {})}
-            values: dict[str, Any] = {"agent_info": info}
-            retry = result.retryable and not result.cancelled
-            if retry and row["retries"] < max_retryable_failures:
-                delay = result.retry_after_seconds or retry_delay_seconds
-                await transition(
-                    conn,
-                    row,
-                    BuildStatus.PENDING,
-                    actor=actor,
-                    reason=f"retryable failure, retry in {delay:.0f}s: {result.error or ''}"[:500],
-                    values={**values, "retries": row["retries"] + 1, "worker_id": None},
+                events.append(
+                    {
+                        "build_id": row["id"],
+                        "from_status": row["status"],
+                        "to_status": to.value,
+                        "at": now,
+                        "actor": actor,
+                        "reason": reason,
+                    }
                 )
+                finished.append(row["id"])
+                if (row["spec"] or {}).get("callback_url"):
+                    if info.get("pushed") and result.commit_sha:
+                        await enqueue(conn, row["id"], "build.pushed")
+                    pending_outbox.append((row["id"], to, row["spec"]))
+                outcomes.append(to)
+            if updates:
+                # Rows are locked above and their status checked: no compare-and-set needed.
                 await conn.execute(
-                    update(work_tasks)
-                    .where(work_tasks.c.build_id == task["build_id"])
+                    update(builds)
+                    .where(builds.c.id == bindparam("b_id"))
                     .values(
-                        state="queued",
-                        lease_token=None,
-                        lease_expires_at=None,
-                        worker_id=None,
-                        available_at=utcnow() + timedelta(seconds=delay),
-                    )
+                        status=bindparam("b_status"),
+                        result=bindparam("b_result"),
+                        agent_info=bindparam("b_info"),
+                        finished_at=now,
+                    ),
+                    updates,
                 )
-                return BuildStatus.PENDING
-            if result.cancelled:
-                to, reason = BuildStatus.CANCELLED, "cancelled"
-            elif result.success:
-                to, reason = BuildStatus.COMPLETED, "completed"
-            else:
-                to, reason = BuildStatus.FAILED, (result.error or "failed")[:500]
-            values["result"] = result.model_dump(mode="json")
-            if info.get("pushed") and result.commit_sha:
-                await enqueue(conn, row["id"], "build.pushed")
-            await transition(conn, row, to, actor=actor, reason=reason, values=values)
-            await conn.execute(delete(work_tasks).where(work_tasks.c.build_id == task["build_id"]))
-        return to
+                await conn.execute(insert(build_events), events)
+                await conn.execute(delete(work_tasks).where(work_tasks.c.build_id.in_(finished)))
+                for build_id, to, spec in pending_outbox:
+                    await enqueue_for_status(conn, build_id, to, spec)
+        return outcomes
 
     # -- reaper ----------------------------------------------------------------------
     async def reap_expired(self, limit: int = 100) -> int:

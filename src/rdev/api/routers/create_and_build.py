@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel
 
-from rdev.api.deps import ContainerDep, PrincipalDep
+from rdev.api.deps import ContainerDep, PrincipalDep, scoped
 from rdev.api.routers.builds import links as build_links
 from rdev.api.schemas import ProjectOut
 from rdev.domain.errors import NotFound
@@ -24,7 +24,12 @@ class CreatedAndBuiltOut(BaseModel):
     links: dict[str, str]
 
 
-@router.post("/project/create-and-build", status_code=201, response_model=CreatedAndBuiltOut)
+@router.post(
+    "/project/create-and-build",
+    status_code=201,
+    response_model=CreatedAndBuiltOut,
+    dependencies=[scoped("projects:write"), scoped("builds:write")],
+)
 async def create_and_build(
     body: CreateAndBuildRequest,
     c: ContainerDep,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 
 from rdev.api.deps import ContainerDep, PrincipalDep, WorkerRun
 from rdev.api.schemas import (
+    BatchCompletion,
     ClaimRequest,
     Completion,
     Heartbeat,
@@ -14,6 +17,7 @@ from rdev.api.schemas import (
     WorkerRegister,
     WorkerRegistered,
 )
+from rdev.domain.errors import DomainError
 from rdev.domain.models import ClaimedTask, WorkerInfo
 
 router = APIRouter(tags=["workers"])
@@ -77,6 +81,32 @@ async def complete(
         p, worker_id, task_id, body.lease_token, body.result, body.agent_info
     )
     return {"task_id": task_id, "status": status.value}
+
+
+@router.post("/workers/{worker_id}/complete")
+async def complete_batch(
+    worker_id: str, body: BatchCompletion, c: ContainerDep, p: WorkerRun
+) -> dict[str, list[dict[str, Any]]]:
+    """Report many results at once (one transaction). Each item answers with its new
+    status, or with an error (``stale-lease``: that result was refused, nothing changed)."""
+    from rdev.adapters.db.queue import Completion as Item
+
+    items = [Item(i.task_id, i.lease_token, i.result, i.agent_info) for i in body.items]
+    outcomes = await c.workers.complete_many(p, worker_id, items)
+    out: list[dict[str, Any]] = []
+    for item, o in zip(items, outcomes, strict=True):
+        if isinstance(o, DomainError):
+            out.append(
+                {
+                    "task_id": item.task_id,
+                    "error": o.code,
+                    "status_code": o.status,
+                    "detail": o.detail,
+                }
+            )
+        else:
+            out.append({"task_id": item.task_id, "status": o.value})
+    return {"items": out}
 
 
 @router.get("/workers", response_model=list[WorkerInfo])

@@ -1,0 +1,240 @@
+"""Queue benchmark on PostgreSQL: rdev through its HTTP worker protocol vs pgqueuer.
+
+Starts a real `rdev serve` (uvicorn, no embedded worker) on a fresh database and measures:
+  * drain: N no-op builds submitted first, then K concurrent HTTP worker clients claim
+    (batches) and complete them; tasks/s from first claim to last complete;
+  * idle latency: one long-polling worker waits; a build is submitted; the time from the
+    submit call to the claim answer; p50/p99 over M samples.
+Then the same two measurements with pgqueuer (a bench-only extra) on the same PostgreSQL,
+and prints the ratios.
+
+    .venv/bin/python bench/queue.py [--tasks 5000] [--workers 8] [--samples 200]
+"""
+
+from __future__ import annotations
+
+import sys
+
+# This file is named queue.py: keep its folder off sys.path so stdlib `queue` still imports.
+sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("bench")]
+
+import argparse  # noqa: E402
+import asyncio
+import os
+import socket
+import statistics
+import subprocess  # noqa: E402
+import time
+import uuid
+
+import httpx
+import psycopg
+
+PG = os.environ.get("RDEV_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+ADMIN = "rdev_bench_admin_token_0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fresh_database(name: str) -> str:
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{PG}/{name}"
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    k = max(0, min(len(values) - 1, round(q / 100 * (len(values) - 1))))
+    return values[k]
+
+
+# --------------------------------------------------------------------------- rdev
+async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
+    dsn = fresh_database("rdev_bench")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RDEV_")}
+    env.update(
+        RDEV_DATABASE_URL=dsn.replace("postgresql://", "postgresql+psycopg://"),
+        RDEV_DATA_DIR=f"/tmp/rdev-bench-{port}",
+        RDEV_ADMIN_TOKEN=ADMIN,
+        RDEV_EMBEDDED_WORKER="0",
+        RDEV_LOG_LEVEL="WARNING",
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "rdev.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=60,
+                                     headers={"Authorization": f"Bearer {ADMIN}"},
+                                     limits=httpx.Limits(max_connections=64)) as api:
+            for _ in range(300):
+                try:
+                    if (await api.get("/healthz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+            await api.post("/projects", json={"name": "bench", "repo_url": "file:///x"})
+            wtoken = (await api.post("/tokens", json={"name": "w", "scopes": ["workers:run"]})
+                      ).json()["token"]
+
+            async def submit_many(n: int) -> None:
+                sem = asyncio.Semaphore(16)
+
+                async def one(i: int) -> None:
+                    async with sem:
+                        r = await api.post("/projects/bench/builds", json={"prompt": f"t{i}"})
+                        r.raise_for_status()
+
+                await asyncio.gather(*(one(i) for i in range(n)))
+
+            t0 = time.perf_counter()
+            await submit_many(args.tasks)
+            submit_rate = args.tasks / (time.perf_counter() - t0)
+
+            async def worker(i: int, done: list[int], stop: asyncio.Event,
+                             first: list[float]) -> None:
+                async with httpx.AsyncClient(base_url=base, timeout=60, headers={
+                        "Authorization": f"Bearer {wtoken}"}) as w:
+                    wid = (await w.post("/workers/register", json={
+                        "name": f"bench-{i}", "agents": ["command"], "slots": 64})).json()[
+                        "worker_id"]
+                    while not stop.is_set():
+                        r = await w.post(f"/workers/{wid}/claim",
+                                         json={"max_tasks": args.batch, "wait_seconds": 0.5})
+                        tasks = r.json()
+                        if not tasks:
+                            if done[0] >= args.tasks:
+                                stop.set()
+                            continue
+                        if not first:
+                            first.append(time.perf_counter())
+                        r = await w.post(f"/workers/{wid}/complete", json={"items": [
+                            {"task_id": t["task_id"], "lease_token": t["lease_token"],
+                             "result": {"success": True}} for t in tasks]})
+                        r.raise_for_status()
+                        done[0] += len(tasks)
+                        if done[0] >= args.tasks:
+                            stop.set()
+
+            done, stop, first = [0], asyncio.Event(), []
+            await asyncio.gather(*(worker(i, done, stop, first) for i in range(args.workers)))
+            drain_rate = args.tasks / (time.perf_counter() - first[0])
+
+            # idle latency: one long-polling worker; submit; time until the claim answers
+            lat: list[float] = []
+            async with httpx.AsyncClient(base_url=base, timeout=60, headers={
+                    "Authorization": f"Bearer {wtoken}"}) as w:
+                wid = (await w.post("/workers/register", json={
+                    "name": "idle", "agents": ["command"], "slots": 1})).json()["worker_id"]
+                for i in range(args.samples):
+                    claim = asyncio.create_task(w.post(
+                        f"/workers/{wid}/claim", json={"max_tasks": 1, "wait_seconds": 30}))
+                    await asyncio.sleep(0.02)  # let the claim reach its wait
+                    t0 = time.perf_counter()
+                    await api.post("/projects/bench/builds", json={"prompt": f"l{i}"})
+                    [task] = (await claim).json()
+                    lat.append((time.perf_counter() - t0) * 1000)
+                    await w.post(f"/workers/{wid}/complete", json={"items": [
+                        {"task_id": task["task_id"], "lease_token": task["lease_token"],
+                         "result": {"success": True}}]})
+        return {"submit_rate": submit_rate, "drain_rate": drain_rate,
+                "p50": pct(lat, 50), "p99": pct(lat, 99)}
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+# --------------------------------------------------------------------------- pgqueuer
+async def pgqueuer_bench(args: argparse.Namespace) -> dict[str, float]:
+    from pgqueuer import PgQueuer
+    from pgqueuer.db import PsycopgDriver
+    from pgqueuer.queries import Queries
+
+    dsn = fresh_database("rdev_bench_pgq")
+    setup = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    queries = Queries(PsycopgDriver(setup))
+    await queries.install()
+
+    # drain
+    await queries.enqueue(["noop"] * args.tasks, [None] * args.tasks, [0] * args.tasks)
+    done = [0]
+    first: list[float] = []
+    finished = asyncio.Event()
+    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    pgq = PgQueuer(PsycopgDriver(conn))
+
+    @pgq.entrypoint("noop")
+    async def noop(job) -> None:  # type: ignore[no-untyped-def]
+        if not first:
+            first.append(time.perf_counter())
+        done[0] += 1
+        if done[0] >= args.tasks:
+            finished.set()
+
+    runner = asyncio.create_task(pgq.run(batch_size=args.batch))
+    await finished.wait()
+    drain_rate = args.tasks / (time.perf_counter() - first[0])
+    pgq.shutdown.set()
+    await asyncio.wait_for(runner, 30)
+    await conn.close()
+
+    # idle latency
+    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    pgq = PgQueuer(PsycopgDriver(conn))
+    got: asyncio.Queue[float] = asyncio.Queue()
+
+    @pgq.entrypoint("ping")
+    async def ping(job) -> None:  # type: ignore[no-untyped-def]
+        got.put_nowait(time.perf_counter())
+
+    runner = asyncio.create_task(pgq.run())
+    await asyncio.sleep(1.0)
+    lat = []
+    for _ in range(args.samples):
+        await asyncio.sleep(0.02)
+        t0 = time.perf_counter()
+        await queries.enqueue(["ping"], [None], [0])
+        lat.append((await asyncio.wait_for(got.get(), 30) - t0) * 1000)
+    pgq.shutdown.set()
+    await asyncio.wait_for(runner, 30)
+    await conn.close()
+    await setup.close()
+    return {"drain_rate": drain_rate, "p50": pct(lat, 50), "p99": pct(lat, 99)}
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", type=int, default=5000)
+    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--skip-pgqueuer", action="store_true")
+    args = ap.parse_args()
+    ours = await rdev_bench(args)
+    print(f"rdev (HTTP worker protocol, {args.workers} workers, batch {args.batch}):")
+    print(f"  submit      {ours['submit_rate']:8.0f} builds/s (HTTP POST, 16 concurrent)")
+    print(f"  drain       {ours['drain_rate']:8.0f} tasks/s (claim + complete, no-op)")
+    print(f"  idle latency p50 {ours['p50']:.1f} ms  p99 {ours['p99']:.1f} ms (submit -> claim)")
+    if args.skip_pgqueuer:
+        return
+    theirs = await pgqueuer_bench(args)
+    print("pgqueuer (same PostgreSQL, psycopg driver):")
+    print(f"  drain       {theirs['drain_rate']:8.0f} jobs/s")
+    print(f"  idle latency p50 {theirs['p50']:.1f} ms  p99 {theirs['p99']:.1f} ms (enqueue -> run)")
+    print("ratios (rdev / pgqueuer):")
+    print(f"  throughput  {ours['drain_rate'] / theirs['drain_rate']:.2f}x (goal >= 1.0)")
+    print(f"  latency p50 {ours['p50'] / theirs['p50']:.2f}x  p99 {ours['p99'] / theirs['p99']:.2f}x"
+          " (goal < 1.0)")
+
+
+if __name__ == "__main__":
+    _ = uuid
+    asyncio.run(main())
