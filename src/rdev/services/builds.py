@@ -64,7 +64,7 @@ class BuildService:
                 self.templates.get(spec.template)
             except NotFound:
                 raise ValidationFailed(
-                    f"unknown template {spec.template!r}", field="template"
+                    f"template {spec.template!r} not found", field="template"
                 ) from None
             rendered = self.templates.render_prompt(
                 spec.template,
