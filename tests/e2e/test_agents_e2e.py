@@ -409,7 +409,8 @@ async def test_rate_limited_build_goes_back_to_pending_and_completes_when_the_ap
     model_api: CheckoutModelServer,
 ) -> None:
     exe = binary(request, cli)
-    model_api.script(Fail(429))  # every call of the first attempt, the CLI's retries too
+    # Every call of the first attempt fails, the CLI's own retries too (after 1 s each).
+    model_api.script(Fail(429, headers={"retry-after": "1"}))
     async with stack.server.client() as api:
         project = await stack.project(api)
         stack.start_worker(cli.worker_env(exe, model_api))
@@ -454,7 +455,6 @@ async def test_build_past_its_timeout_fails_with_reason_timeout_and_leaves_no_pr
 
     assert build["status"] == "failed", build
     assert build["result"]["error"] == f"timeout after {timeout}s"
-    assert model_api.main_calls(), "the agent never reached the model API"
     assert_nothing_left(stack, watcher)
 
 
@@ -528,8 +528,7 @@ async def test_build_for_an_agent_no_worker_offers_stays_pending_and_says_why(
         )  # fmt: skip
         deadline = time.monotonic() + 30
         while True:
-            workers = (await api.get("/workers")).json()
-            items = workers["items"] if isinstance(workers, dict) else workers
+            items = (await api.get("/workers")).json()
             if items:
                 break
             assert time.monotonic() < deadline, worker.log()[-2000:]
