@@ -187,6 +187,7 @@ def build_container(settings: Settings) -> Container:
     container.metrics = Metrics(
         stats=SqlStats(db), queue=queue, offline_after_seconds=settings.worker_offline_after_seconds
     )
+    container.webhooks.on_attempt = container.metrics.record_delivery
     workers.on_claim.append(container.metrics.observe_claims)
     workers.on_complete.append(container.metrics.observe_completion)
     # Templates, repo hosts, git over HTTP at /git, create-and-build (issue 6).

@@ -80,6 +80,8 @@ class WebhookService:
         self.timeout = timeout
         self.concurrency = max(1, concurrency)
         self.poll_interval = poll_interval
+        #: Called with "delivered" | "retry" | "dead" after each attempt (metrics).
+        self.on_attempt: Callable[[str], None] | None = None
         self._wake = asyncio.Event()
         self._in_flight: dict[str, tuple[datetime, asyncio.Task[None]]] = {}
 
@@ -159,6 +161,8 @@ class WebhookService:
         else:
             state = "pending"
             next_at = datetime.now(UTC) + timedelta(seconds=self.delay(attempts))
+        if self.on_attempt is not None:
+            self.on_attempt({"delivered": "delivered", "dead": "dead"}.get(state, "retry"))
         try:
             kept = await self.store.settle(
                 d["id"],
