@@ -105,6 +105,7 @@ class BuildService:
             max_attempts=self.max_attempts,
             idempotency_key=idempotency_key,
             actor=principal.actor,
+            project_name=project["name"],
         )
 
     async def get(self, principal: Principal, task_id: str) -> Build:

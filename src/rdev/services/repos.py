@@ -133,13 +133,15 @@ class LocalCredentialQueue:
     async def claim(self, **kwargs: Any) -> list[ClaimedTask]:
         tasks: list[ClaimedTask] = await self.inner.claim(**kwargs)
         for task in tasks:
-            if task.git_credential is None and await self._is_local(task.project["id"]):
+            if task.git_credential is None and await self._is_local(task):
                 task.git_credential = self.credentials.mint(task.task_id, task.lease_token)
         return tasks
 
-    async def _is_local(self, project_id: str) -> bool:
+    async def _is_local(self, task: ClaimedTask) -> bool:
+        if "repo_host" in task.project:  # the claim carries it: no extra query
+            return bool(task.project["repo_host"] == LOCAL_HOST)
         try:
-            row = await self.projects.get_row(project_id)
+            row = await self.projects.get_row(task.project["id"])
         except NotFound:
             return False
         return row.get("repo_host") == LOCAL_HOST

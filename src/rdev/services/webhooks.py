@@ -98,7 +98,7 @@ class WebhookService:
 
     async def on_builds_claimed(self, tasks: list[Any]) -> None:
         """WorkerService claim hook: ``build.started`` deliveries may have been queued."""
-        if tasks:
+        if any(getattr(t, "spec", None) is None or t.spec.callback_url for t in tasks):
             self.wake()
 
     async def run(self, stop: asyncio.Event) -> None:

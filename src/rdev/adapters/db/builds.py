@@ -34,6 +34,7 @@ class SqlBuildStore:
         max_attempts: int,
         idempotency_key: str | None,
         actor: str,
+        project_name: str | None = None,
     ) -> tuple[Build, bool]:
         """Write build_audit row, work task and first event atomically. Returns (build, created).
 
@@ -101,7 +102,19 @@ class SqlBuildStore:
                     return existing, False
             raise
         self.notifier.wake()
-        return await self.get(task_id), True
+        # Built from what was just written: no read-back query on the hot path.
+        return Build(
+            task_id=task_id,
+            project_id=project_id,
+            project_name=project_name or "",
+            status=BuildStatus.PENDING,
+            spec=spec,
+            max_attempts=max_attempts,
+            rendered_prompt=rendered_prompt,
+            template_version=template_version,
+            agent_info={"agent": agent},
+            created_at=now,
+        ), True
 
     async def by_idempotency_key(self, project_id: str, key: str) -> Build | None:
         async with self.db.read() as conn:

@@ -131,6 +131,7 @@ class SqlWorkQueue:
                             projects.c.default_branch,
                             projects.c.git_credential,
                             projects.c.settings,
+                            projects.c.repo_host,
                         )
                         .select_from(builds.join(projects))
                         .where(builds.c.id.in_(ids))
@@ -155,6 +156,7 @@ class SqlWorkQueue:
                     "repo_url": d["repo_url"],
                     "default_branch": d["default_branch"],
                     "agent_settings": (d["settings"] or {}).get("agent", {}),
+                    "repo_host": d["repo_host"],
                 },
                 spec=BuildSpec.model_validate(d["spec"]),
                 rendered_prompt=d["rendered_prompt"] or d["spec"]["prompt"],
