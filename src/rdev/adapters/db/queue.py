@@ -7,11 +7,12 @@ transaction gives the same exclusivity.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import String, cast, delete, func, insert, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rdev.domain.errors import NotFound, StaleLease
@@ -77,18 +78,21 @@ class SqlWorkQueue:
             if len(rows) >= max_tasks:
                 self.notifier.wake()  # there may be more: let other waiting claimers look
             check_transition(BuildStatus.PENDING, BuildStatus.RUNNING)
-            leases = {r.build_id: new_token() for r in chosen}
-            ids = list(leases)
+            # One random secret per claim; each task's lease token is "<secret>.<build id>".
+            # Only this claimer learns the secret, so tokens stay unguessable, and one UPDATE
+            # leases the whole batch.
+            secret = new_token()
+            ids = [r.build_id for r in chosen]
+            leases = {b: f"{secret}.{b}" for b in ids}
             await conn.execute(
                 update(work_tasks)
-                .where(work_tasks.c.build_id == bindparam("b_id"))
+                .where(work_tasks.c.build_id.in_(ids))
                 .values(
                     state="leased",
-                    lease_token=bindparam("b_token"),
+                    lease_token=literal(secret + ".") + cast(work_tasks.c.build_id, String),
                     lease_expires_at=expires,
                     worker_id=worker_id,
-                ),
-                [{"b_id": b, "b_token": t} for b, t in leases.items()],
+                )
             )
             res = await conn.execute(
                 update(builds)
@@ -103,18 +107,19 @@ class SqlWorkQueue:
             if res.rowcount != len(ids):  # a queued task whose build is not pending: repair
                 raise RuntimeError("work queue and builds disagree")
             await conn.execute(
-                insert(build_events),
-                [
-                    {
-                        "build_id": b,
-                        "from_status": BuildStatus.PENDING.value,
-                        "to_status": BuildStatus.RUNNING.value,
-                        "at": now,
-                        "actor": f"worker:{worker_name}",
-                        "reason": "claimed",
-                    }
-                    for b in ids
-                ],
+                insert(build_events).values(
+                    [
+                        {
+                            "build_id": b,
+                            "from_status": BuildStatus.PENDING.value,
+                            "to_status": BuildStatus.RUNNING.value,
+                            "at": now,
+                            "actor": f"worker:{worker_name}",
+                            "reason": "claimed",
+                        }
+                        for b in ids
+                    ]
+                )
             )
             details = (
                 (
@@ -424,18 +429,23 @@ class SqlWorkQueue:
                 outcomes.append(to)
             if updates:
                 # Rows are locked above and their status checked: no compare-and-set needed.
-                await conn.execute(
-                    update(builds)
-                    .where(builds.c.id == bindparam("b_id"))
-                    .values(
-                        status=bindparam("b_status"),
-                        result=bindparam("b_result"),
-                        agent_info=bindparam("b_info"),
-                        finished_at=now,
-                    ),
-                    updates,
-                )
-                await conn.execute(insert(build_events), events)
+                # Builds with identical outcomes (the common case in a batch) share one UPDATE.
+                groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
+                for u in updates:
+                    key = json.dumps([u["b_status"], u["b_result"], u["b_info"]], sort_keys=True)
+                    groups.setdefault(key, (u, []))[1].append(u["b_id"])
+                for u, build_ids in groups.values():
+                    await conn.execute(
+                        update(builds)
+                        .where(builds.c.id.in_(build_ids))
+                        .values(
+                            status=u["b_status"],
+                            result=u["b_result"],
+                            agent_info=u["b_info"],
+                            finished_at=now,
+                        )
+                    )
+                await conn.execute(insert(build_events).values(events))
                 await conn.execute(delete(work_tasks).where(work_tasks.c.build_id.in_(finished)))
                 for build_id, to, spec in pending_outbox:
                     await enqueue_for_status(conn, build_id, to, spec)
