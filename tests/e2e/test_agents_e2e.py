@@ -55,11 +55,13 @@ pytestmark = pytest.mark.e2e
 API_KEY = "sk-e2e-model-key-7c1d9a"
 SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
 #: A file the repo already tracks under an agent-private folder, and the command that
-#: changes it and writes untracked agent-private files next to it.
+#: changes it, writes untracked agent-private files next to it, and lists the names (only)
+#: of the variables the agent was given.
 TRACKED_PRIVATE = ".claude/tracked.md"
 PRIVATE_WRITES = (
     "mkdir -p .claude .opencode && echo '{}' > .claude/settings.local.json"
     " && echo '{}' > .opencode/state.json && echo changed >> .claude/tracked.md"
+    " && env | cut -d= -f1 | sort > env-names.txt"
 )
 
 
@@ -192,6 +194,7 @@ class Stack:
         allow = [*Settings().agent_env_allowlist, "RDEV_TEST_MARKER"]
         full = {
             "RDEV_TEST_MARKER": self.marker,
+            "UNRELATED_SECRET": "not-for-the-agent",
             "RDEV_AGENT_ENV_ALLOWLIST": ",".join(allow),
             **env,
         }
@@ -324,8 +327,13 @@ async def test_agent_edit_is_committed_and_pushed_with_the_clis_own_cost_tokens_
     assert not (back / ".claude" / "settings.local.json").exists()
     assert not (back / ".opencode").exists()
     assert {(c["path"], c["change"]) for c in result["files_changed"]} == {
-        ("README.md", "modified"), (TRACKED_PRIVATE, "modified"),
+        ("README.md", "modified"), (TRACKED_PRIVATE, "modified"), ("env-names.txt", "added"),
     }  # fmt: skip
+    # Only allowlisted variables of the worker's environment reached the agent.
+    names = set((back / "env-names.txt").read_text().split())
+    assert {"RDEV_TEST_MARKER", "HOME", "PATH"} <= names
+    assert ("ANTHROPIC_API_KEY" if cli is CLAUDE else "OPENAI_API_KEY") in names
+    assert not names & {"UNRELATED_SECRET", "RDEV_CLAUDE_BIN", "RDEV_OPENCODE_BIN"}
     assert f"Build-Id: {task_id}" in stack.git.message(project)
     # Cost, tokens and turns: the CLI's own accounting of 100 in / 20 out per model call.
     art = result["artifacts"]
