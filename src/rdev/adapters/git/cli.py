@@ -294,6 +294,10 @@ def _copy_index(git_dir: Path) -> Path:
     copy, index = Path(name), git_dir / "index"
     if index.exists():
         copy.write_bytes(index.read_bytes())
+        # Keep the index's mtime: git trusts an entry's stat data only when the file is
+        # older than the index file, so a fresh mtime hides same-second, same-size edits.
+        stat = index.stat()
+        os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     else:
         copy.unlink()  # git wants "no index", not an empty file
     return copy
