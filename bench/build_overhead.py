@@ -29,8 +29,10 @@ sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("bench")]
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import base64  # noqa: E402
+import contextlib  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -184,8 +186,10 @@ class Bench:
                 try:
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, 9)
-                    proc.wait(timeout=5)
+                    pass
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # and whatever it left running
+            proc.wait(timeout=10)
 
     # ---------------------------------------------------------------- set-up
     async def wait_done(self, api: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
