@@ -183,10 +183,8 @@ class Bench:
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    pass
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)  # and whatever it left running
             proc.wait(timeout=10)
