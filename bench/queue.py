@@ -22,10 +22,8 @@ import argparse  # noqa: E402
 import asyncio
 import os
 import socket
-import statistics
 import subprocess  # noqa: E402
 import time
-import uuid
 
 import httpx
 import psycopg
@@ -231,10 +229,9 @@ async def main() -> None:
     print(f"  idle latency p50 {theirs['p50']:.1f} ms  p99 {theirs['p99']:.1f} ms (enqueue -> run)")
     print("ratios (rdev / pgqueuer):")
     print(f"  throughput  {ours['drain_rate'] / theirs['drain_rate']:.2f}x (goal >= 1.0)")
-    print(f"  latency p50 {ours['p50'] / theirs['p50']:.2f}x  p99 {ours['p99'] / theirs['p99']:.2f}x"
-          " (goal < 1.0)")
+    p50, p99 = ours["p50"] / theirs["p50"], ours["p99"] / theirs["p99"]
+    print(f"  latency p50 {p50:.2f}x  p99 {p99:.2f}x (goal < 1.0)")
 
 
 if __name__ == "__main__":
-    _ = uuid
     asyncio.run(main())

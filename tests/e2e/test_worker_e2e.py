@@ -15,9 +15,11 @@ import pytest
 import sqlalchemy as sa
 
 from tests.fixtures.git_server import git_server as git_server_fixture
-from tests.fixtures.processes import rdev_server, wait_for_status  # noqa: F401
+from tests.fixtures.processes import rdev_server as rdev_server_fixture
+from tests.fixtures.processes import wait_for_status
 
 git_server = git_server_fixture
+rdev_server = rdev_server_fixture
 pytestmark = pytest.mark.e2e
 
 

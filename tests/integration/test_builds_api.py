@@ -192,10 +192,11 @@ async def test_illegal_transitions_are_refused_with_409(client):
 async def test_expired_lease_is_reclaimed_and_the_first_workers_result_is_refused(
     settings, tmp_path
 ):
+    import httpx
+
     from rdev.api.app import create_app
     from rdev.bootstrap import build_container
     from tests.conftest import ADMIN_TOKEN
-    import httpx
 
     c = build_container(settings.model_copy(update={"lease_seconds": 0.5}))
     await c.start()

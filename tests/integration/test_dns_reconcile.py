@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.fixtures.bind import BindServer, running_bind
 
 from rdev.adapters.dns import Rfc2136DNS
 from rdev.adapters.dns.reconcile import Drift, reconcile
+from tests.fixtures.bind import BindServer, running_bind
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.fixtures.bind import BindServer, free_port, running_bind
 
 from rdev.adapters.dns import NoDNS, Rfc2136DNS, build_dns_provider
 from rdev.config import Settings
 from rdev.ports.dns import DNSConflict, DNSError
+from tests.fixtures.bind import BindServer, free_port, running_bind
 
 TARGET = "myproj.apps.test"
 
