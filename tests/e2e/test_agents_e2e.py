@@ -260,7 +260,9 @@ class AgentGroups:
         self._task.cancel()
 
 
-def binary(request: pytest.FixtureRequest, cli: Cli) -> Path:
+@pytest.fixture
+def agent_bin(request: pytest.FixtureRequest, cli: Cli) -> Path:
+    """The CLI's binary; skips (or fails, in CI) before any server starts when missing."""
     return Path(request.getfixturevalue(cli.bin_fixture))
 
 
@@ -301,18 +303,17 @@ def assert_nothing_left(stack: Stack, watcher: AgentGroups) -> None:
 @EACH_CLI
 async def test_agent_edit_is_committed_and_pushed_with_the_clis_own_cost_tokens_and_turns(
     cli: Cli,
-    request: pytest.FixtureRequest,
+    agent_bin: Path,
     stack: Stack,
     model_api: CheckoutModelServer,
     tmp_path: Path,
 ) -> None:
-    exe = binary(request, cli)
     model_api.script(*cli.edit_readme(), cli.bash(PRIVATE_WRITES), Text("README updated"))
     calls = len(cli.edit_readme()) + 2
     async with stack.server.client() as api:
         project = await stack.project(api, {"README.md": "hello\n", TRACKED_PRIVATE: "tracked\n"})
         base = stack.git.head(project)
-        stack.start_worker(cli.worker_env(exe, model_api))
+        stack.start_worker(cli.worker_env(agent_bin, model_api))
         task_id = await submit(api, project, cli, auto_commit=True, auto_push=True)
         build = await wait_for_status(api, task_id, {"completed", "failed"}, timeout=150)
         logs = await log_lines(api, task_id)
@@ -377,18 +378,19 @@ async def test_agent_edit_is_committed_and_pushed_with_the_clis_own_cost_tokens_
 )
 async def test_model_api_failure_fails_the_build_fast_with_a_clear_reason(
     cli: Cli,
-    request: pytest.FixtureRequest,
+    agent_bin: Path,
     stack: Stack,
     model_api: CheckoutModelServer,
     failure: int | str,
     reason: str,
 ) -> None:
-    exe = binary(request, cli)
     if isinstance(failure, int):
         model_api.script(Fail(failure))
     async with stack.server.client() as api:
         project = await stack.project(api)
-        stack.start_worker(cli.worker_env(exe, model_api if failure != "unreachable" else None))
+        stack.start_worker(
+            cli.worker_env(agent_bin, model_api if failure != "unreachable" else None)
+        )
         task_id = await submit(api, project, cli, auto_commit=True, auto_push=True)
         running = await wait_for_status(api, task_id, {"running", "failed"}, timeout=60)
         started = time.monotonic()
@@ -412,16 +414,15 @@ async def test_model_api_failure_fails_the_build_fast_with_a_clear_reason(
 @EACH_CLI
 async def test_rate_limited_build_goes_back_to_pending_and_completes_when_the_api_recovers(
     cli: Cli,
-    request: pytest.FixtureRequest,
+    agent_bin: Path,
     stack: Stack,
     model_api: CheckoutModelServer,
 ) -> None:
-    exe = binary(request, cli)
     # Every call of the first attempt fails, the CLI's own retries too (after 1 s each).
     model_api.script(Fail(429, headers={"retry-after": "1"}))
     async with stack.server.client() as api:
         project = await stack.project(api)
-        stack.start_worker(cli.worker_env(exe, model_api))
+        stack.start_worker(cli.worker_env(agent_bin, model_api))
         task_id = await submit(api, project, cli, auto_commit=True, auto_push=True)
         deadline = time.monotonic() + 90
         while True:
@@ -448,16 +449,15 @@ async def test_rate_limited_build_goes_back_to_pending_and_completes_when_the_ap
 @EACH_CLI
 async def test_build_past_its_timeout_fails_with_reason_timeout_and_leaves_no_process(
     cli: Cli,
-    request: pytest.FixtureRequest,
+    agent_bin: Path,
     stack: Stack,
     model_api: CheckoutModelServer,
 ) -> None:
-    exe = binary(request, cli)
     model_api.script(Hang())
     timeout = 8 if cli is CLAUDE else 15  # OpenCode takes ~6 s to reach the model API
     async with stack.server.client() as api, AgentGroups(stack) as watcher:
         project = await stack.project(api)
-        stack.start_worker(cli.worker_env(exe, model_api))
+        stack.start_worker(cli.worker_env(agent_bin, model_api))
         task_id = await submit(api, project, cli, timeout_seconds=timeout)
         build = await wait_for_status(api, task_id, {"completed", "failed"}, timeout=90)
 
@@ -470,17 +470,16 @@ async def test_build_past_its_timeout_fails_with_reason_timeout_and_leaves_no_pr
 @EACH_CLI
 async def test_cancel_mid_run_stops_the_agent_and_its_tool_and_keeps_the_partial_log(
     cli: Cli,
-    request: pytest.FixtureRequest,
+    agent_bin: Path,
     stack: Stack,
     model_api: CheckoutModelServer,
 ) -> None:
-    exe = binary(request, cli)
     # OpenCode logs a tool call when it finishes: the first one shows in the log, the
     # second one is still running when the cancel comes.
     model_api.script(cli.bash("echo started > started.txt"), cli.bash("sleep 300"), Text("x"))
     async with stack.server.client() as api, AgentGroups(stack) as watcher:
         project = await stack.project(api)
-        stack.start_worker(cli.worker_env(exe, model_api))
+        stack.start_worker(cli.worker_env(agent_bin, model_api))
         task_id = await submit(api, project, cli, auto_commit=True, auto_push=True)
         await wait_for_log(api, task_id, cli.tool_line + "echo started", limit=90)
         while len(model_api.main_calls()) < 2:
@@ -507,15 +506,14 @@ async def test_cancel_mid_run_stops_the_agent_and_its_tool_and_keeps_the_partial
 @EACH_CLI
 async def test_build_over_max_turns_fails_with_that_reason(
     cli: Cli,
-    request: pytest.FixtureRequest,
+    agent_bin: Path,
     stack: Stack,
     model_api: CheckoutModelServer,
 ) -> None:
-    exe = binary(request, cli)
     model_api.script(cli.bash("echo one"), cli.bash("echo two > two.txt"), Text("done"))
     async with stack.server.client() as api:
         project = await stack.project(api)
-        stack.start_worker(cli.worker_env(exe, model_api))
+        stack.start_worker(cli.worker_env(agent_bin, model_api))
         task_id = await submit(api, project, cli, max_turns=1, auto_commit=True, auto_push=True)
         build = await wait_for_status(api, task_id, {"completed", "failed"}, timeout=120)
 
