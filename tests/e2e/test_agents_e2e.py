@@ -4,10 +4,11 @@ runs the REAL agent CLI (pinned, from the npm cache folder), a scripted model AP
 
 Every scenario runs for each CLI. The success path runs on both database backends, the
 others on SQLite (the server side of a failure, a retry or a cancel is the same code).
-Tests of one CLI share an xdist group, so a parallel run has at most one of each CLI's
-heavy runs at a time on a small machine. The worker passes only allowlisted variables to
-the agent; the allowlist here adds RDEV_TEST_MARKER, so the test can find every process
-the agent started (``/proc/<pid>/environ``) and prove none is left.
+Tests of one CLI share an xdist group, so a ``--dist loadgroup`` run (the README's) has
+at most one run of each CLI at a time: their timing stays sane on a small machine.
+The worker passes only allowlisted variables to the agent; the allowlist here adds
+RDEV_TEST_MARKER, so the test can find every process the agent started
+(``/proc/<pid>/environ``) and prove none is left.
 """
 
 # ruff: noqa: F811  (pytest fixtures imported from tests.fixtures are parameter names)
