@@ -256,10 +256,7 @@ def build_worker(
     names, notes = offered(agents)
     for agent_name, why in notes.items():
         log.warning("agent not offered", agent=agent_name, reason=why)
-    try:
-        from rdev.adapters.agents import AGENT_PRIVATE_PATHS as private
-    except ImportError:
-        private = DEFAULT_PRIVATE_PATHS
+    from rdev.adapters.agents import AGENT_PRIVATE_PATHS as private
     secrets = [
         os.environ.get(k, "") for k in settings.agent_env_allowlist if "KEY" in k or "TOKEN" in k
     ]

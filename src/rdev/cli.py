@@ -7,7 +7,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -26,7 +26,7 @@ app.add_typer(token_app, name="token")
 EMBEDDED_WORKER_TOKEN_NAME = "embedded-worker"  # noqa: S105 - a name, not a secret
 
 
-def _settings(**over: object) -> Settings:
+def _settings(**over: Any) -> Settings:
     return Settings(**{k: v for k, v in over.items() if v is not None})
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,9 +72,9 @@ class ProjectOut(BaseModel):
     links: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
-    def of(cls, p: Project) -> ProjectOut:
+    def of(cls, p: Project) -> Self:
         return cls(
-            **p.model_dump(include=set(cls.model_fields) - {"links", "ci"}),
+            **p.model_dump(include=set(ProjectOut.model_fields) - {"links", "ci"}),
             ci=CISettingsOut(**public_ci_settings(p.settings)),
             links={"self": f"/projects/{p.id}", "builds": f"/projects/{p.id}/builds"},
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -133,10 +134,10 @@ class BuildService:
         self,
         principal: Principal,
         project_ref: str | None,
-        statuses: list[str] | None,
+        statuses: builtins.list[str] | None,
         limit: int,
         cursor: int | None,
-    ) -> tuple[list[Build], int | None]:
+    ) -> tuple[builtins.list[Build], int | None]:
         principal.require("builds:read", "builds:write")
         project_id = None
         if project_ref:
@@ -158,10 +159,12 @@ class BuildService:
         principal.require_project(build.project_id, build.project_name)
         return await self.builds.cancel(task_id, principal.actor)
 
-    async def events(self, principal: Principal, task_id: str) -> list[BuildEvent]:
+    async def events(self, principal: Principal, task_id: str) -> builtins.list[BuildEvent]:
         await self.get(principal, task_id)
         return await self.builds.events(task_id)
 
-    async def logs(self, principal: Principal, task_id: str, since: int) -> list[dict[str, Any]]:
+    async def logs(
+        self, principal: Principal, task_id: str, since: int
+    ) -> builtins.list[dict[str, Any]]:
         await self.get(principal, task_id)
         return await self.builds.logs(task_id, since)

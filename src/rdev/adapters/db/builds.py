@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from sqlalchemy import delete, insert, select, text, update
@@ -69,7 +70,7 @@ class SqlBuildStore:
                         created_at=now,
                     )
                 )
-                build_id = res.inserted_primary_key[0]
+                build_id = res.inserted_primary_key[0]  # type: ignore[index]
                 await conn.execute(
                     insert(work_tasks).values(
                         build_id=build_id,
@@ -156,11 +157,11 @@ class SqlBuildStore:
         self,
         *,
         project_id: str | None,
-        statuses: list[str] | None,
+        statuses: builtins.list[str] | None,
         limit: int,
         cursor: int | None,
-        project_ids: list[str] | None = None,
-    ) -> tuple[list[Build], int | None]:
+        project_ids: builtins.list[str] | None = None,
+    ) -> tuple[builtins.list[Build], int | None]:
         """Newest first; ``cursor`` is the internal id of the last build of the previous page."""
         stmt = build_select().order_by(builds.c.id.desc()).limit(limit + 1)
         if project_id:
@@ -176,7 +177,7 @@ class SqlBuildStore:
         next_cursor = rows[limit - 1]["id"] if len(rows) > limit else None
         return [build_from_row(r) for r in rows[:limit]], next_cursor
 
-    async def events(self, task_id: str) -> list[BuildEvent]:
+    async def events(self, task_id: str) -> builtins.list[BuildEvent]:
         async with self.db.read() as conn:
             rows = (
                 (
@@ -203,7 +204,9 @@ class SqlBuildStore:
             for i, r in enumerate(rows)
         ]
 
-    async def logs(self, task_id: str, since: int = 0, limit: int = 5000) -> list[dict[str, Any]]:
+    async def logs(
+        self, task_id: str, since: int = 0, limit: int = 5000
+    ) -> builtins.list[dict[str, Any]]:
         async with self.db.read() as conn:
             rows = (
                 (

@@ -131,4 +131,5 @@ async def cancel_build(task_id: str, c: ContainerDep, p: PrincipalDep) -> BuildO
 @router.get("/builds/{task_id}/events", response_model=list[EventOut], response_model_by_alias=True)
 async def build_events(task_id: str, c: ContainerDep, p: PrincipalDep) -> list[EventOut]:
     """The audit trail: every status change with who and why."""
-    return [EventOut(**e.model_dump()) for e in await c.builds.events(p, task_id)]
+    events = await c.builds.events(p, task_id)
+    return [EventOut(**e.model_dump()) for e in events]

@@ -18,7 +18,7 @@ from rdev.api.schemas import (
     WorkerRegistered,
 )
 from rdev.domain.errors import DomainError
-from rdev.domain.models import ClaimedTask, WorkerInfo
+from rdev.domain.models import BuildStatus, ClaimedTask, WorkerInfo
 
 router = APIRouter(tags=["workers"])
 
@@ -95,7 +95,9 @@ async def complete_batch(
     outcomes = await c.workers.complete_many(p, worker_id, items)
     out: list[dict[str, Any]] = []
     for item, o in zip(items, outcomes, strict=True):
-        if isinstance(o, DomainError):
+        if isinstance(o, BuildStatus):
+            out.append({"task_id": item.task_id, "status": o.value})
+        elif isinstance(o, DomainError):
             out.append(
                 {
                     "task_id": item.task_id,
@@ -105,7 +107,7 @@ async def complete_batch(
                 }
             )
         else:
-            out.append({"task_id": item.task_id, "status": o.value})
+            raise o
     return {"items": out}
 
 
