@@ -24,9 +24,7 @@ async def submit(client: httpx.AsyncClient, project: str, **spec: Any) -> dict[s
     return r.json()  # type: ignore[no-any-return]
 
 
-async def register_worker(
-    client: httpx.AsyncClient, name: str | None = None, **over: Any
-) -> str:
+async def register_worker(client: httpx.AsyncClient, name: str | None = None, **over: Any) -> str:
     body = {"name": name or "w-" + uuid.uuid4().hex[:8], "agents": ["command"], "slots": 4}
     body.update(over)
     r = await client.post("/workers/register", json=body)
