@@ -51,6 +51,8 @@ class Container:
     create_and_build: Any = None
     git_http: Any = None  # the ASGI app serving local repositories, mounted at /git
     background: list[asyncio.Task[Any]] = field(default_factory=list)
+    embedded_worker: asyncio.Task[Any] | None = None
+    embedded_worker_stop: asyncio.Event = field(default_factory=asyncio.Event)
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     bootstrap_token: str | None = None
 
@@ -81,6 +83,8 @@ class Container:
 
     async def stop(self) -> None:
         self.stop_event.set()
+        self.embedded_worker_stop.set()
+        self.workers.drain()
         for task in self.background:
             task.cancel()
         for task in self.background:

@@ -23,7 +23,6 @@ app = typer.Typer(
 token_app = typer.Typer(help="Manage API tokens (direct database access).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
-EMBEDDED_WORKER_TOKEN_NAME = "embedded-worker"  # noqa: S105 - a name, not a secret
 
 
 def _settings(**over: Any) -> Settings:
@@ -43,46 +42,13 @@ def serve(
     ] = None,
 ) -> None:
     """Run the API server (migrations applied at start-up) with its background loops."""
-    import uvicorn
-
     from rdev.api.app import create_app
+    from rdev.server import run_server
 
     settings = _settings(host=host, port=port, embedded_worker=embedded_worker)
     configure_logging(settings.log_level, settings.log_format)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    fastapi_app = create_app(settings)
-    if settings.embedded_worker:
-        fastapi_app.state.startup_hooks.append(_start_embedded_worker)
-        fastapi_app.state.shutdown_hooks.append(_stop_embedded_worker)
-    config = uvicorn.Config(
-        fastapi_app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    uvicorn.Server(config).run()
-
-
-async def _start_embedded_worker(container) -> None:  # type: ignore[no-untyped-def]
-    from rdev.bootstrap import build_worker
-
-    s = container.settings
-    await container.tokens.store.revoke_named(EMBEDDED_WORKER_TOKEN_NAME)
-    _, token = await container.tokens.create(EMBEDDED_WORKER_TOKEN_NAME, ["workers:run"])
-    host = "127.0.0.1" if s.host in ("0.0.0.0", "::", "") else s.host
-    server = s.public_url or f"http://{host}:{s.port}"
-    daemon = build_worker(s, server=server, token=token, name=f"embedded-{socket.gethostname()}")
-    stop = asyncio.Event()
-    container.embedded_worker_stop = stop
-    container.background.append(asyncio.create_task(daemon.run(stop), name="rdev-embedded-worker"))
-
-
-async def _stop_embedded_worker(container) -> None:  # type: ignore[no-untyped-def]
-    stop = getattr(container, "embedded_worker_stop", None)
-    if stop:
-        stop.set()
+    run_server(create_app(settings), settings)
 
 
 domains_app = typer.Typer(help="DNS aliases of projects.", no_args_is_help=True)

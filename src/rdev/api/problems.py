@@ -41,6 +41,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if exc.status == 503:
+            headers = {"Retry-After": "2"}
         errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
         return problem(
             exc.status,

@@ -63,3 +63,10 @@ class UpstreamFailed(DomainError):
 class UpstreamTimeout(UpstreamFailed):
     code = "upstream-timeout"
     status = 504
+
+
+class ShuttingDown(DomainError):
+    """The server is stopping; try again (another replica, or this one after restart)."""
+
+    code = "shutting-down"
+    status = 503

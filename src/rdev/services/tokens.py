@@ -21,6 +21,7 @@ class TokenStore(Protocol):
     async def count(self) -> int: ...
     async def list(self) -> list[dict[str, Any]]: ...
     async def revoke(self, token_id: str) -> None: ...
+    async def revoke_named(self, name: str) -> None: ...
 
 
 def new_token_value() -> str:
@@ -86,4 +87,8 @@ class TokenService:
 
     async def revoke(self, token_id: str) -> None:
         await self.store.revoke(token_id)
+        self._cache.clear()
+
+    async def revoke_named(self, name: str) -> None:
+        await self.store.revoke_named(name)
         self._cache.clear()

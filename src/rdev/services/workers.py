@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from rdev.domain.auth import Principal
-from rdev.domain.errors import Forbidden
+from rdev.domain.errors import Forbidden, ShuttingDown
 from rdev.domain.models import BuildResult, BuildStatus, ClaimedTask, WorkerInfo
 
 log = structlog.get_logger(__name__)
@@ -46,6 +46,12 @@ class WorkerService:
         #: Called with freshly claimed tasks (metrics: claim latency); must not raise.
         self.on_claim: list[Callable[[list[ClaimedTask]], Awaitable[None]]] = []
         self._worker_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._draining = False
+
+    def drain(self) -> None:
+        """Server shutdown: waiting and future claims answer "nothing" at once."""
+        self._draining = True
+        self.notifier.wake()
 
     async def register(self, principal: Principal, **info: Any) -> str:
         principal.require("workers:run")
@@ -86,7 +92,7 @@ class WorkerService:
         wait = min(self.claim_wait_seconds if wait_seconds is None else wait_seconds, 60.0)
         deadline = time.monotonic() + max(wait, 0.0)
         max_tasks = max(0, min(max_tasks, worker["slots"] * 4, 100))
-        while True:
+        while not self._draining:
             wake = self.notifier.snapshot()
             tasks = await self.queue.claim(
                 worker_id=worker_id,
@@ -106,6 +112,7 @@ class WorkerService:
                 return []
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=min(remaining, 2.0))
+        raise ShuttingDown("the server is shutting down; claim again shortly")
 
     async def append_logs(
         self, principal: Principal, task_id: str, lease_token: str, chunks: list[dict[str, Any]]
