@@ -196,6 +196,28 @@ async def test_changed_files_reports_added_modified_deleted_renamed(gitcli, git_
     assert git("diff", "--cached", "--name-only", cwd=work) == ""
 
 
+async def test_same_size_edit_in_the_clones_second_is_still_reported(
+    gitcli, git_server, tmp_path
+):
+    """Regression: a private index copy with a fresh mtime made git trust stale stat data,
+    so an in-place, same-size rewrite within the clone's second was silently dropped."""
+    git_server.make_repo("demo", {"stamp.txt": "0000000000\n"})
+    for attempt in range(10):
+        work = tmp_path / f"w{attempt}"
+        await clone(gitcli, git_server, "demo", work)
+        index_second = int((work / ".git" / "index").stat().st_mtime)
+        (work / "stamp.txt").write_text("1111111111\n")  # same size, same second (usually)
+        if int((work / "stamp.txt").stat().st_mtime) == index_second:
+            break
+    else:
+        pytest.skip("could not rewrite the file within the clone's second")
+    await asyncio.sleep(1.2)  # the racy-git window has passed
+
+    changes = await gitcli.changed_files(work)
+
+    assert changes == [_change("stamp.txt", "modified")]
+
+
 async def test_changed_files_honours_exclude_like_commit(gitcli, git_server, tmp_path):
     git_server.make_repo("demo")
     work = tmp_path / "w"
