@@ -252,3 +252,27 @@ async def test_sigterm_lets_builds_end_with_a_true_status(
         )
     assert rc == 0
     assert build["status"] == expected
+
+
+async def test_worker_rides_out_a_server_restart_mid_build(rdev_server, git_server, tmp_path):
+    started = tmp_path / "started"
+    agent = f"touch {started}; sleep 4; echo after > after.txt"
+    async with rdev_server.client() as api:
+        project = await _project(api, git_server)
+        token = await rdev_server.token(["workers:run"])
+        worker = rdev_server.start_worker(token, env={"RDEV_COMMAND_AGENT": agent})
+        task_id = await _submit(api, project["name"], auto_commit=True, auto_push=True)
+        for _ in range(200):
+            if started.exists():
+                break
+            await asyncio.sleep(0.1)
+        assert started.exists()
+    await asyncio.to_thread(rdev_server.kill, signal.SIGKILL)
+    await asyncio.sleep(2)  # the worker finds the server gone while the agent still runs
+    await asyncio.to_thread(rdev_server.start)
+    async with rdev_server.client() as api:
+        build = await wait_for_status(api, task_id, {"completed", "failed"}, timeout=60)
+    assert build["status"] == "completed", build
+    assert build["attempts"] == 1  # the same run reported its result: nothing re-ran
+    assert build["result"]["commit_sha"] == git_server.head(project["name"], "main")
+    assert worker.alive()
