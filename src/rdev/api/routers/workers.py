@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
+from pydantic import TypeAdapter
 
 from rdev.api.deps import ContainerDep, PrincipalDep, WorkerRun
 from rdev.api.schemas import (
@@ -47,12 +48,19 @@ async def heartbeat(
     return HeartbeatAnswer(leases=leases, cancel=cancels)
 
 
-@router.post("/workers/{worker_id}/claim", response_model=list[ClaimedTask])
-async def claim(
-    worker_id: str, body: ClaimRequest, c: ContainerDep, p: WorkerRun
-) -> list[ClaimedTask]:
+_CLAIMED = TypeAdapter(list[ClaimedTask])
+
+
+@router.post(
+    "/workers/{worker_id}/claim",
+    response_class=Response,
+    responses={200: {"model": list[ClaimedTask], "description": "The claimed tasks (maybe none)."}},
+)
+async def claim(worker_id: str, body: ClaimRequest, c: ContainerDep, p: WorkerRun) -> Response:
     """Long-poll (up to ``wait_seconds``, default 30) for up to ``max_tasks`` tasks."""
-    return await c.workers.claim(p, worker_id, body.max_tasks, body.wait_seconds)
+    tasks = await c.workers.claim(p, worker_id, body.max_tasks, body.wait_seconds)
+    # Serialized once, straight from the models (no re-validation of a hot, large answer).
+    return Response(_CLAIMED.dump_json(tasks), media_type="application/json")
 
 
 @router.post("/workers/{worker_id}/stopped", status_code=204)
