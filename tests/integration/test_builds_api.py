@@ -298,3 +298,26 @@ async def test_register_is_idempotent_by_name(client):
     assert a == b
     [w] = (await client.get("/workers")).json()
     assert w["slots"] == 8
+
+
+async def test_a_resent_log_batch_is_stored_once(client):
+    p = await create_project(client)
+    b = await submit(client, p["name"])
+    wid = await register_worker(client)
+    [task] = await _claim(client, wid)
+    url = f"/builds/{b['task_id']}/logs"
+    first = {
+        "lease_token": task["lease_token"],
+        "offset": 0,
+        "chunks": [{"text": "one"}, {"text": "two"}],
+    }
+    assert (await client.post(url, json=first)).status_code == 200
+    assert (await client.post(url, json=first)).status_code == 200  # answer was "lost"
+    overlap = {
+        "lease_token": task["lease_token"],
+        "offset": 1,
+        "chunks": [{"text": "two"}, {"text": "three"}],
+    }
+    assert (await client.post(url, json=overlap)).status_code == 200
+    stored = (await client.get(url)).json()["chunks"]
+    assert [(c["seq"], c["text"]) for c in stored] == [(1, "one"), (2, "two"), (3, "three")]

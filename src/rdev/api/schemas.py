@@ -176,6 +176,12 @@ class LogChunk(BaseModel):
 class LogAppend(BaseModel):
     lease_token: str
     chunks: list[LogChunk]
+    offset: int | None = Field(
+        default=None,
+        ge=0,
+        description="Index of the first chunk within this attempt's log; makes a re-sent "
+        "batch idempotent.",
+    )
 
 
 class Completion(BaseModel):

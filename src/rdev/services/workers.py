@@ -115,10 +115,17 @@ class WorkerService:
         raise ShuttingDown("the server is shutting down; claim again shortly")
 
     async def append_logs(
-        self, principal: Principal, task_id: str, lease_token: str, chunks: list[dict[str, Any]]
+        self,
+        principal: Principal,
+        task_id: str,
+        lease_token: str,
+        chunks: list[dict[str, Any]],
+        offset: int | None = None,
     ) -> int:
         principal.require("workers:run")
-        return await self.queue.append_logs(task_id=task_id, lease_token=lease_token, chunks=chunks)
+        return await self.queue.append_logs(
+            task_id=task_id, lease_token=lease_token, chunks=chunks, offset=offset
+        )
 
     async def complete(
         self,

@@ -103,11 +103,16 @@ class WorkerClient:
         return [ClaimedTask.model_validate(t) for t in data or []]
 
     async def append_logs(
-        self, task_id: str, lease_token: str, chunks: list[dict[str, str]], retry_for: float
+        self,
+        task_id: str,
+        lease_token: str,
+        chunks: list[dict[str, str]],
+        retry_for: float,
+        offset: int | None = None,
     ) -> None:
         await self._call(
             f"/builds/{task_id}/logs",
-            {"lease_token": lease_token, "chunks": chunks},
+            {"lease_token": lease_token, "chunks": chunks, "offset": offset},
             retry_for=retry_for,
         )
 

@@ -37,6 +37,9 @@ class RunningBuild:
     lease_expires: float = 0.0
     lost: bool = False
     lines: list[str] = field(default_factory=list)
+    #: How many lines of this attempt the server has stored (index of ``lines[0]``).
+    sent: int = 0
+    finished: bool = False
     have_lines: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -181,24 +184,29 @@ class WorkerDaemon:
             result, info = await self.executor.execute(task, emit, rb.cancel)
         except Exception as exc:  # noqa: BLE001 - the executor should not raise; report truthfully
             result, info = BuildResult(success=False, error=f"worker error: {exc}"), {}
+        # The flusher ships what is left and stops; never cancelled mid-send (that would
+        # ship a batch twice).
+        rb.finished = True
         rb.have_lines.set()
-        flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flusher
+        await flusher
         try:
             if not rb.lost:
-                await self._send_lines(rb, final=True)
                 await self._report(rb, result, info)
         finally:
             self.running.pop(task.task_id, None)
             self._slot_free.set()
 
     async def _flush_logs(self, rb: RunningBuild) -> None:
+        """Ship log lines in order, in batches, until the build has finished."""
         while True:
             await rb.have_lines.wait()
-            await asyncio.sleep(LOG_FLUSH_SECONDS)
+            if not rb.finished:
+                await asyncio.sleep(LOG_FLUSH_SECONDS)
             rb.have_lines.clear()
-            await self._send_lines(rb, final=False)
+            final = rb.finished
+            await self._send_lines(rb, final=final)
+            if final:
+                return
 
     async def _send_lines(self, rb: RunningBuild, final: bool) -> None:
         while rb.lines and not rb.lost:
@@ -209,18 +217,23 @@ class WorkerDaemon:
                     rb.task.lease_token,
                     [{"text": line} for line in batch],
                     retry_for=max(1.0, rb.lease_expires - time.monotonic()),
+                    offset=rb.sent,
                 )
             except LeaseLost:
                 self._lost(rb)
                 return
-            except (ServerUnavailable, ProtocolError) as exc:
-                log.warning("could not ship log lines; keeping them", error=str(exc))
-                if not final:
-                    return
-                if rb.lease_expires <= time.monotonic():
-                    return
+            except ProtocolError as exc:
+                log.error("log lines refused; dropping them", error=str(exc))
+                del rb.lines[: len(batch)]
+                rb.sent += len(batch)
                 continue
+            except ServerUnavailable as exc:
+                log.warning("could not ship log lines; keeping them", error=str(exc))
+                if not final or rb.lease_expires <= time.monotonic():
+                    return
+                continue  # the client already backed off for the lease's remaining time
             del rb.lines[: len(batch)]
+            rb.sent += len(batch)
 
     async def _report(self, rb: RunningBuild, result: BuildResult, info: dict[str, Any]) -> None:
         """Deliver the result; retried while the lease lives (heartbeats keep it alive)."""

@@ -243,9 +243,19 @@ class SqlWorkQueue:
         return {t: expires for t in tasks}, list(cancels)
 
     async def append_logs(
-        self, *, task_id: str, lease_token: str, chunks: list[dict[str, Any]]
+        self,
+        *,
+        task_id: str,
+        lease_token: str,
+        chunks: list[dict[str, Any]],
+        offset: int | None = None,
     ) -> int:
-        """Store chunks in order after the last stored one; returns the last sequence number."""
+        """Store chunks in order after the last stored one; returns the last sequence number.
+
+        ``offset`` is the index of the first chunk within this attempt's stream. A batch the
+        worker re-sends (its first try reached us but the answer was lost) is then stored
+        only once: chunks this attempt already has are skipped.
+        """
         async with self.db.write() as conn:
             await self._leased(conn, task_id, lease_token)
             b = (
@@ -260,6 +270,15 @@ class SqlWorkQueue:
                     )
                 )
             ).scalar_one()
+            if offset is not None:
+                have = (
+                    await conn.execute(
+                        select(func.count()).where(
+                            build_logs.c.build_id == b.id, build_logs.c.attempt == b.attempts
+                        )
+                    )
+                ).scalar_one()
+                chunks = chunks[max(0, have - offset) :]
             now = utcnow()
             if chunks:
                 await conn.execute(

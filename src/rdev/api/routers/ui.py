@@ -98,9 +98,14 @@ def to_login() -> RedirectResponse:
 def error_page(exc: DomainError, session: tuple[Principal, str] | None) -> Response:
     if isinstance(exc, Unauthorized):
         return to_login()
-    return page("error.html", http_status=exc.status, detail=exc.detail, title=exc.code,
-                who=session[0].name if session else None,
-                csrf=csrf_for(session[1]) if session else "")
+    return page(
+        "error.html",
+        http_status=exc.status,
+        detail=exc.detail,
+        title=exc.code,
+        who=session[0].name if session else None,
+        csrf=csrf_for(session[1]) if session else "",
+    )
 
 
 # -- sign in / out ----------------------------------------------------------------------------
@@ -117,17 +122,25 @@ async def login_form() -> Response:
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request, c: ContainerDep) -> Response:
     if not same_origin(request):
-        return page("login.html", http_status=403, who=None, csrf="",
-                    error="cross-site sign-in refused")
+        return page(
+            "login.html", http_status=403, who=None, csrf="", error="cross-site sign-in refused"
+        )
     token = (await form(request)).get("token", "").strip()
     try:
         await c.tokens.authenticate(token)
     except Unauthorized:
-        return page("login.html", http_status=401, who=None, csrf="",
-                    error="That token was not accepted.")
+        return page(
+            "login.html", http_status=401, who=None, csrf="", error="That token was not accepted."
+        )
     r = RedirectResponse("/ui/builds", status_code=303)
-    r.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/ui",
-                 secure=request.url.scheme == "https")
+    r.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        path="/ui",
+        secure=request.url.scheme == "https",
+    )
     return r
 
 
@@ -155,9 +168,16 @@ async def builds_page(
     except DomainError as exc:
         return error_page(exc, session)
     query = urlencode({k: v for k, v in (("status", status), ("project", project)) if v})
-    return page("builds.html", builds=items, statuses=STATUSES, status=status or "",
-                project=project or "", rows_url="/ui/builds/rows" + (f"?{query}" if query else ""),
-                who=session[0].name, csrf=csrf_for(session[1]))
+    return page(
+        "builds.html",
+        builds=items,
+        statuses=STATUSES,
+        status=status or "",
+        project=project or "",
+        rows_url="/ui/builds/rows" + (f"?{query}" if query else ""),
+        who=session[0].name,
+        csrf=csrf_for(session[1]),
+    )
 
 
 @router.get("/builds/rows", response_class=HTMLResponse)
@@ -187,10 +207,13 @@ async def build_page(task_id: str, request: Request, c: ContainerDep) -> Respons
     except DomainError as exc:
         return error_page(exc, session)
     return page(
-        "build.html", build=build, events=events,
+        "build.html",
+        build=build,
+        events=events,
         spec=build.spec.model_dump(mode="json", exclude_defaults=True),
         may_cancel=not build.status.is_final and p.has("builds:write"),
-        who=p.name, csrf=csrf_for(session[1]),
+        who=p.name,
+        csrf=csrf_for(session[1]),
     )
 
 
@@ -218,8 +241,14 @@ async def cancel(task_id: str, request: Request, c: ContainerDep) -> Response:
         return to_login()
     sent = (await form(request)).get("csrf", "")
     if not same_origin(request) or not hmac.compare_digest(sent, csrf_for(session[1])):
-        return page("error.html", http_status=403, title="Forbidden", detail="bad form token",
-                    who=session[0].name, csrf=csrf_for(session[1]))
+        return page(
+            "error.html",
+            http_status=403,
+            title="Forbidden",
+            detail="bad form token",
+            who=session[0].name,
+            csrf=csrf_for(session[1]),
+        )
     try:
         await c.builds.cancel(session[0], task_id)
     except DomainError as exc:
@@ -237,8 +266,7 @@ async def workers_page(request: Request, c: ContainerDep) -> Response:
         workers = await c.workers.list(session[0])
     except DomainError as exc:
         return error_page(exc, session)
-    return page("workers.html", workers=workers, who=session[0].name,
-                csrf=csrf_for(session[1]))
+    return page("workers.html", workers=workers, who=session[0].name, csrf=csrf_for(session[1]))
 
 
 @router.get("/projects", response_class=HTMLResponse)
@@ -250,5 +278,4 @@ async def projects_page(request: Request, c: ContainerDep) -> Response:
         projects = await c.projects.list(session[0])
     except DomainError as exc:
         return error_page(exc, session)
-    return page("projects.html", projects=projects, who=session[0].name,
-                csrf=csrf_for(session[1]))
+    return page("projects.html", projects=projects, who=session[0].name, csrf=csrf_for(session[1]))

@@ -75,7 +75,7 @@ async def append_logs(
 ) -> dict[str, int]:
     """Append log chunks in order (worker only; needs the current lease token)."""
     last = await c.workers.append_logs(
-        p, task_id, body.lease_token, [ch.model_dump() for ch in body.chunks]
+        p, task_id, body.lease_token, [ch.model_dump() for ch in body.chunks], body.offset
     )
     return {"last_seq": last}
 
