@@ -159,10 +159,10 @@ class Cli:
             )
         ]
 
-    def bash(self, command: str) -> ToolCall:
+    def bash(self, command: str, delay: float = 0.0) -> ToolCall:
         if self.agent == "claude-code":
-            return ToolCall("Bash", {"command": command})
-        return ToolCall("bash", {"command": command, "description": "run a command"})
+            return ToolCall("Bash", {"command": command}, delay=delay)
+        return ToolCall("bash", {"command": command, "description": "run a command"}, delay=delay)
 
     @property
     def tool_line(self) -> str:
@@ -511,7 +511,10 @@ async def test_build_over_max_turns_fails_with_that_reason(
     stack: Stack,
     model_api: CheckoutModelServer,
 ) -> None:
-    model_api.script(cli.bash("echo one"), cli.bash("echo two > two.txt"), Text("done"))
+    # The second answer is slow: the run is stopped after turn 1 before it could arrive.
+    model_api.script(
+        cli.bash("echo one"), cli.bash("echo two > two.txt", delay=5.0), Text("done")
+    )
     async with stack.server.client() as api:
         project = await stack.project(api)
         stack.start_worker(cli.worker_env(agent_bin, model_api))

@@ -192,7 +192,7 @@ async def test_claude_budget_exceeded_stops_the_run(
 ) -> None:
     model_server.script(
         ToolCall("Bash", {"command": "echo one > one.txt"}),
-        ToolCall("Bash", {"command": "echo two > two.txt"}),
+        ToolCall("Bash", {"command": "echo two > two.txt"}, delay=5.0),
         Text("done"),
     )
     result = await _agent(claude_bin, model_server.url).run(

@@ -182,7 +182,7 @@ async def test_opencode_max_turns_is_enforced_by_counting_steps(
 ) -> None:
     model_server.script(
         ToolCall("bash", {"command": "echo one", "description": "one"}),
-        ToolCall("bash", {"command": "echo two > two.txt", "description": "two"}),
+        ToolCall("bash", {"command": "echo two > two.txt", "description": "two"}, delay=5.0),
         Text("done"),
     )
     result = await _agent(opencode_bin, model_server.openai_base_url).run(
