@@ -235,7 +235,9 @@ class SqlBuildStore:
             row = (
                 (
                     await conn.execute(
-                        self.db.dialect.lock_row(build_select().where(builds.c.task_id == task_id))
+                        self.db.dialect.lock_row(
+                            build_select().where(builds.c.task_id == task_id), of=builds
+                        )
                     )
                 )
                 .mappings()

@@ -30,7 +30,7 @@ class SqliteDialect:
     def lock_for_claim(self, stmt: Select[Any]) -> Select[Any]:
         return stmt  # the write lock already makes the claim exclusive
 
-    def lock_row(self, stmt: Select[Any]) -> Select[Any]:
+    def lock_row(self, stmt: Select[Any], of: Any = None) -> Select[Any]:
         return stmt
 
     notify_channel: str | None = None
@@ -52,8 +52,9 @@ class PostgresDialect:
     def lock_for_claim(self, stmt: Select[Any]) -> Select[Any]:
         return stmt.with_for_update(skip_locked=True)
 
-    def lock_row(self, stmt: Select[Any]) -> Select[Any]:
-        return stmt.with_for_update()
+    def lock_row(self, stmt: Select[Any], of: Any = None) -> Select[Any]:
+        """FOR UPDATE; ``of`` limits the lock to that table's rows (not joined ones)."""
+        return stmt.with_for_update(of=of) if of is not None else stmt.with_for_update()
 
 
 Dialect = SqliteDialect | PostgresDialect

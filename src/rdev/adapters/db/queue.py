@@ -28,6 +28,60 @@ from .tables import build_events, build_logs, builds, projects, work_tasks
 MAX_OUTPUT_CHARS = 256 * 1024
 
 
+#: The claim as one statement (PostgreSQL). Columns as the portable path's detail query.
+_PG_CLAIM = text(
+    """
+WITH picked AS (
+    SELECT build_id FROM work_tasks
+    WHERE state = 'queued' AND agent = ANY(:agents) AND available_at <= :now
+      AND labels_key = ''
+    ORDER BY build_id
+    LIMIT :n
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE work_tasks w
+    SET state = 'leased', lease_token = :secret || w.build_id::text,
+        lease_expires_at = :expires, worker_id = :wid
+    FROM picked WHERE w.build_id = picked.build_id
+    RETURNING w.build_id
+), started AS (
+    UPDATE builds b
+    SET status = 'running', attempts = b.attempts + 1, worker_id = :wid,
+        started_at = coalesce(b.started_at, :now)
+    FROM leased WHERE b.id = leased.build_id AND b.status = 'pending'
+    RETURNING b.id, b.task_id, b.spec, b.attempts, b.rendered_prompt, b.project_id
+), audit AS (
+    INSERT INTO build_events (build_id, from_status, to_status, at, actor, reason)
+    SELECT id, 'pending', 'running', :now, :actor, 'claimed' FROM started
+)
+SELECT s.id, s.task_id, s.spec, s.attempts, s.rendered_prompt, s.project_id,
+       p.name, p.repo_url, p.default_branch, p.git_credential, p.settings, p.repo_host
+FROM started s JOIN projects p ON p.id = s.project_id
+ORDER BY s.id
+"""
+)
+
+
+#: Finishing a group of builds with the same outcome as one statement (PostgreSQL).
+_PG_FINISH = text(
+    """
+WITH finished AS (
+    UPDATE builds
+    SET status = :st, result = CAST(:res AS json), agent_info = CAST(:info AS json),
+        finished_at = :now
+    WHERE id = ANY(:ids)
+    RETURNING id
+), audit AS (
+    INSERT INTO build_events (build_id, from_status, to_status, at, actor, reason)
+    SELECT id, 'running', :st, :now, :actor, :reason FROM finished
+), dequeued AS (
+    DELETE FROM work_tasks WHERE build_id = ANY(:ids)
+)
+SELECT count(*) FROM finished
+"""
+)
+
+
 @dataclass
 class Completion:
     task_id: str
@@ -70,6 +124,15 @@ class SqlWorkQueue:
             stmt = stmt.limit(max_tasks * 4 + 16)  # filtered by label subset below
         else:
             stmt = stmt.where(work_tasks.c.labels_key == "").limit(max_tasks)
+        if self.db.is_postgres and not have:
+            return await self._claim_in_one_statement(
+                worker_id=worker_id,
+                worker_name=worker_name,
+                agents=agents,
+                max_tasks=max_tasks,
+                now=now,
+                expires=expires,
+            )
         async with self.db.write() as conn:
             rows = (await conn.execute(self.db.dialect.lock_for_claim(stmt))).all()
             chosen = [r for r in rows if set(r.labels or []) <= have][:max_tasks]
@@ -146,9 +209,60 @@ class SqlWorkQueue:
                 .mappings()
                 .all()
             )
-            for d in details:
-                if d["spec"].get("callback_url") and wanted(d["spec"], "build.started"):
-                    await enqueue(conn, d["id"], "build.started")
+            await self._started_events(conn, details)
+        return self._claimed(details, leases, expires)
+
+    async def _started_events(self, conn: AsyncConnection, details: Any) -> None:
+        for d in details:
+            if d["spec"].get("callback_url") and wanted(d["spec"], "build.started"):
+                await enqueue(conn, d["id"], "build.started")
+
+    async def _claim_in_one_statement(
+        self,
+        *,
+        worker_id: str,
+        worker_name: str,
+        agents: list[str],
+        max_tasks: int,
+        now: Any,
+        expires: Any,
+    ) -> list[ClaimedTask]:
+        """PostgreSQL: pick (SKIP LOCKED), lease, start and audit in ONE statement.
+
+        The same steps as the portable path, as data-modifying CTEs: one round trip
+        instead of five on the hottest path of the worker protocol.
+        """
+        check_transition(BuildStatus.PENDING, BuildStatus.RUNNING)
+        secret = new_token()
+        async with self.db.write() as conn:
+            details = (
+                (
+                    await conn.execute(
+                        _PG_CLAIM,
+                        {
+                            "agents": agents,
+                            "now": now,
+                            "n": max_tasks,
+                            "secret": secret + ".",
+                            "expires": expires,
+                            "wid": worker_id,
+                            "actor": f"worker:{worker_name}",
+                        },
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            if not details:
+                return []
+            if len(details) >= max_tasks:
+                self.notifier.wake()  # there may be more: let other waiting claimers look
+            await self._started_events(conn, details)
+        leases = {d["id"]: f"{secret}.{d['id']}" for d in details}
+        return self._claimed(details, leases, expires)
+
+    @staticmethod
+    def _claimed(details: Any, leases: dict[int, str], expires: Any) -> list[ClaimedTask]:
         return [
             ClaimedTask(
                 task_id=d["task_id"],
@@ -359,13 +473,14 @@ class SqlWorkQueue:
                 r["task_id"]: r
                 for r in (
                     await conn.execute(
-                        self.db.dialect.lock_row(build_select().where(builds.c.task_id.in_(ids)))
+                        self.db.dialect.lock_row(
+                            build_select().where(builds.c.task_id.in_(ids)), of=builds
+                        )
                     )
                 ).mappings()
             }
             updates: list[dict[str, Any]] = []
             events: list[dict[str, Any]] = []
-            finished: list[int] = []
             pending_outbox: list[tuple[int, BuildStatus, dict[str, Any]]] = []
             for item in items:
                 task, row = leases.get(item.task_id), rows.get(item.task_id)
@@ -440,7 +555,6 @@ class SqlWorkQueue:
                         "reason": reason,
                     }
                 )
-                finished.append(row["id"])
                 if (row["spec"] or {}).get("callback_url"):
                     if info.get("pushed") and result.commit_sha:
                         await enqueue(conn, row["id"], "build.pushed")
@@ -448,12 +562,29 @@ class SqlWorkQueue:
                 outcomes.append(to)
             if updates:
                 # Rows are locked above and their status checked: no compare-and-set needed.
-                # Builds with identical outcomes (the common case in a batch) share one UPDATE.
-                groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
-                for u in updates:
-                    key = json.dumps([u["b_status"], u["b_result"], u["b_info"]], sort_keys=True)
-                    groups.setdefault(key, (u, []))[1].append(u["b_id"])
-                for u, build_ids in groups.values():
+                # Builds with identical outcomes (the common case in a batch) are finished
+                # together: on PostgreSQL in one statement per group.
+                groups: dict[str, tuple[dict[str, Any], str, list[int]]] = {}
+                for u, ev in zip(updates, events, strict=True):
+                    key = json.dumps(
+                        [u["b_status"], u["b_result"], u["b_info"], ev["reason"]], sort_keys=True
+                    )
+                    groups.setdefault(key, (u, ev["reason"], []))[2].append(u["b_id"])
+                for u, reason, build_ids in groups.values():
+                    if self.db.is_postgres:
+                        await conn.execute(
+                            _PG_FINISH,
+                            {
+                                "ids": build_ids,
+                                "st": u["b_status"],
+                                "res": json.dumps(u["b_result"]),
+                                "info": json.dumps(u["b_info"]),
+                                "now": now,
+                                "actor": actor,
+                                "reason": reason,
+                            },
+                        )
+                        continue
                     await conn.execute(
                         update(builds)
                         .where(builds.c.id.in_(build_ids))
@@ -464,8 +595,14 @@ class SqlWorkQueue:
                             finished_at=now,
                         )
                     )
-                await conn.execute(insert(build_events).values(events))
-                await conn.execute(delete(work_tasks).where(work_tasks.c.build_id.in_(finished)))
+                    await conn.execute(
+                        insert(build_events).values(
+                            [e for e in events if e["build_id"] in set(build_ids)]
+                        )
+                    )
+                    await conn.execute(
+                        delete(work_tasks).where(work_tasks.c.build_id.in_(build_ids))
+                    )
                 for build_id, to, spec in pending_outbox:
                     await enqueue_for_status(conn, build_id, to, spec)
         return outcomes
