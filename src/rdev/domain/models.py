@@ -187,6 +187,8 @@ class ClaimedTask(BaseModel):
     spec: BuildSpec
     rendered_prompt: str
     git_credential: str | None = None
+    #: When the task became claimable (submit, requeue or retry time): for claim latency.
+    queued_at: datetime | None = None
 
 
 #: Every agent a BuildSpec may name; whether a worker offers it is decided at run time.

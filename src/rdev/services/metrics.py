@@ -88,15 +88,17 @@ class _ScrapeTime(Collector):
             current.add_metric([s], d["builds"].get(s, 0))
         yield total
         yield current
-        yield GaugeMetricFamily("rdev_queue_depth", "Builds waiting to be claimed.",
-                                value=d["queue_depth"])
+        yield GaugeMetricFamily(
+            "rdev_queue_depth", "Builds waiting to be claimed.", value=d["queue_depth"]
+        )
         yield GaugeMetricFamily(
             "rdev_queue_oldest_pending_age_seconds",
             "Age of the oldest claimable build (0 when the queue is empty).",
             value=d["oldest_age"],
         )
-        yield GaugeMetricFamily("rdev_workers_online", "Workers with a recent heartbeat.",
-                                value=d["workers_online"])
+        yield GaugeMetricFamily(
+            "rdev_workers_online", "Workers with a recent heartbeat.", value=d["workers_online"]
+        )
         outbox = GaugeMetricFamily(
             "rdev_webhook_outbox", "Webhook deliveries by state.", labels=["state"]
         )
@@ -115,21 +117,29 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.http_requests = Counter(
-            "rdev_http_requests", "HTTP requests by route template and status code.",
-            ["method", "route", "code"], registry=r,
+            "rdev_http_requests",
+            "HTTP requests by route template and status code.",
+            ["method", "route", "code"],
+            registry=r,
         )
         self.claim_latency = Histogram(
             "rdev_claim_latency_seconds",
             "Time from a build entering the queue to a worker claiming it.",
-            buckets=CLAIM_BUCKETS, registry=r,
+            buckets=CLAIM_BUCKETS,
+            registry=r,
         )
         self.build_duration = Histogram(
-            "rdev_build_duration_seconds", "Build run time as the worker measured it.",
-            ["status"], buckets=DURATION_BUCKETS, registry=r,
+            "rdev_build_duration_seconds",
+            "Build run time as the worker measured it.",
+            ["status"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
         )
         self.webhook_deliveries = Counter(
-            "rdev_webhook_deliveries", "Webhook delivery attempts by outcome.",
-            ["outcome"], registry=r,
+            "rdev_webhook_deliveries",
+            "Webhook delivery attempts by outcome.",
+            ["outcome"],
+            registry=r,
         )
         self._scrape = _ScrapeTime()
         r.register(self._scrape)
@@ -144,8 +154,11 @@ class Metrics:
 
     async def observe_claims(self, tasks: list[ClaimedTask]) -> None:
         """Claim latency for freshly claimed builds (a worker-service claim hook)."""
+        since = {t.task_id: t.queued_at for t in tasks if t.queued_at is not None}
+        missing = [t.task_id for t in tasks if t.queued_at is None]
         try:
-            since = await self.stats.queued_since([t.task_id for t in tasks])
+            if missing:
+                since.update(await self.stats.queued_since(missing))
         except Exception:  # metrics must never break a claim
             log.exception("claim latency lookup failed")
             return

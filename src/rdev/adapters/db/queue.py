@@ -43,18 +43,19 @@ WITH picked AS (
     SET state = 'leased', lease_token = :secret || w.build_id::text,
         lease_expires_at = :expires, worker_id = :wid
     FROM picked WHERE w.build_id = picked.build_id
-    RETURNING w.build_id
+    RETURNING w.build_id, w.available_at
 ), started AS (
     UPDATE builds b
     SET status = 'running', attempts = b.attempts + 1, worker_id = :wid,
         started_at = coalesce(b.started_at, :now)
     FROM leased WHERE b.id = leased.build_id AND b.status = 'pending'
-    RETURNING b.id, b.task_id, b.spec, b.attempts, b.rendered_prompt, b.project_id
+    RETURNING b.id, b.task_id, b.spec, b.attempts, b.rendered_prompt, b.project_id,
+              leased.available_at AS queued_at
 ), audit AS (
     INSERT INTO build_events (build_id, from_status, to_status, at, actor, reason)
     SELECT id, 'pending', 'running', :now, :actor, 'claimed' FROM started
 )
-SELECT s.id, s.task_id, s.spec, s.attempts, s.rendered_prompt, s.project_id,
+SELECT s.id, s.task_id, s.spec, s.attempts, s.rendered_prompt, s.project_id, s.queued_at,
        p.name, p.repo_url, p.default_branch, p.git_credential, p.settings, p.repo_host
 FROM started s JOIN projects p ON p.id = s.project_id
 ORDER BY s.id
@@ -200,8 +201,13 @@ class SqlWorkQueue:
                             projects.c.git_credential,
                             projects.c.settings,
                             projects.c.repo_host,
+                            work_tasks.c.available_at.label("queued_at"),
                         )
-                        .select_from(builds.join(projects))
+                        .select_from(
+                            builds.join(projects).join(
+                                work_tasks, work_tasks.c.build_id == builds.c.id
+                            )
+                        )
                         .where(builds.c.id.in_(ids))
                         .order_by(builds.c.id)
                     )
@@ -280,6 +286,7 @@ class SqlWorkQueue:
                 spec=BuildSpec.model_validate(d["spec"]),
                 rendered_prompt=d["rendered_prompt"] or d["spec"]["prompt"],
                 git_credential=d["git_credential"],
+                queued_at=d.get("queued_at"),
             )
             for d in details
         ]
