@@ -22,7 +22,7 @@ from rdev.domain.state_machine import check_transition
 from .engine import Database
 from .notify import WorkNotifier
 from .outbox import enqueue, enqueue_for_status, wanted
-from .rows import build_select, new_token, transition, utcnow
+from .rows import BUILD_COLUMNS, build_select, new_token, transition, utcnow
 from .tables import build_events, build_logs, builds, projects, work_tasks
 
 MAX_OUTPUT_CHARS = 256 * 1024
@@ -466,38 +466,48 @@ class SqlWorkQueue:
         ids = [i.task_id for i in items]
         outcomes: list[BuildStatus | StaleLease | NotFound] = []
         async with self.db.write() as conn:
-            leases = {
-                r["task_id"]: r
-                for r in (
-                    await conn.execute(
-                        self.db.dialect.lock_row(
-                            select(work_tasks).where(work_tasks.c.task_id.in_(ids))
+            # One query locks each build and its work task (not the project they share).
+            joined = (
+                await conn.execute(
+                    self.db.dialect.lock_row(
+                        select(
+                            *BUILD_COLUMNS,
+                            work_tasks.c.state.label("wt_state"),
+                            work_tasks.c.lease_token.label("wt_token"),
                         )
-                    )
-                ).mappings()
-            }
-            rows = {
-                r["task_id"]: r
-                for r in (
-                    await conn.execute(
-                        self.db.dialect.lock_row(
-                            build_select().where(builds.c.task_id.in_(ids)), of=builds
+                        .select_from(
+                            builds.join(projects).join(
+                                work_tasks, work_tasks.c.build_id == builds.c.id
+                            )
                         )
+                        .where(builds.c.task_id.in_(ids)),
+                        of=[builds, work_tasks],
                     )
-                ).mappings()
-            }
+                )
+            ).mappings()
+            rows = {r["task_id"]: r for r in joined}
+            known: set[str] = set()
+            if len(rows) < len(set(ids)):  # finished or unknown builds: which is which?
+                missing = [i for i in ids if i not in rows]
+                known = set(
+                    (
+                        await conn.execute(
+                            select(builds.c.task_id).where(builds.c.task_id.in_(missing))
+                        )
+                    ).scalars()
+                )
             updates: list[dict[str, Any]] = []
             events: list[dict[str, Any]] = []
             pending_outbox: list[tuple[int, BuildStatus, dict[str, Any]]] = []
             for item in items:
-                task, row = leases.get(item.task_id), rows.get(item.task_id)
-                if row is None:
+                row = rows.get(item.task_id)
+                if row is None and item.task_id not in known:
                     outcomes.append(NotFound(f"no build {item.task_id!r}"))
                     continue
                 if (
-                    task is None
-                    or task["state"] != "leased"
-                    or (task["lease_token"] != item.lease_token)
+                    row is None
+                    or row["wt_state"] != "leased"
+                    or (row["wt_token"] != item.lease_token)
                 ):
                     outcomes.append(
                         StaleLease(f"the lease on build {item.task_id} is no longer yours")
@@ -526,7 +536,7 @@ class SqlWorkQueue:
                     )
                     await conn.execute(
                         update(work_tasks)
-                        .where(work_tasks.c.build_id == task["build_id"])
+                        .where(work_tasks.c.build_id == row["id"])
                         .values(
                             state="queued",
                             lease_token=None,
