@@ -65,13 +65,18 @@ async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
     )
     server = subprocess.Popen(
         [sys.executable, "-m", "rdev.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=60,
-                                     headers={"Authorization": f"Bearer {ADMIN}"},
-                                     limits=httpx.Limits(max_connections=64)) as api:
+        async with httpx.AsyncClient(
+            base_url=base,
+            timeout=60,
+            headers={"Authorization": f"Bearer {ADMIN}"},
+            limits=httpx.Limits(max_connections=64),
+        ) as api:
             for _ in range(300):
                 try:
                     if (await api.get("/healthz")).status_code == 200:
@@ -80,8 +85,9 @@ async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
                     pass
                 await asyncio.sleep(0.1)
             await api.post("/projects", json={"name": "bench", "repo_url": "file:///x"})
-            wtoken = (await api.post("/tokens", json={"name": "w", "scopes": ["workers:run"]})
-                      ).json()["token"]
+            wtoken = (
+                await api.post("/tokens", json={"name": "w", "scopes": ["workers:run"]})
+            ).json()["token"]
 
             async def submit_many(n: int) -> None:
                 sem = asyncio.Semaphore(16)
@@ -97,16 +103,23 @@ async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
             await submit_many(args.tasks)
             submit_rate = args.tasks / (time.perf_counter() - t0)
 
-            async def worker(i: int, done: list[int], stop: asyncio.Event,
-                             first: list[float]) -> None:
-                async with httpx.AsyncClient(base_url=base, timeout=60, headers={
-                        "Authorization": f"Bearer {wtoken}"}) as w:
-                    wid = (await w.post("/workers/register", json={
-                        "name": f"bench-{i}", "agents": ["command"], "slots": 64})).json()[
-                        "worker_id"]
+            async def worker(
+                i: int, done: list[int], stop: asyncio.Event, first: list[float]
+            ) -> None:
+                async with httpx.AsyncClient(
+                    base_url=base, timeout=60, headers={"Authorization": f"Bearer {wtoken}"}
+                ) as w:
+                    wid = (
+                        await w.post(
+                            "/workers/register",
+                            json={"name": f"bench-{i}", "agents": ["command"], "slots": 64},
+                        )
+                    ).json()["worker_id"]
                     while not stop.is_set():
-                        r = await w.post(f"/workers/{wid}/claim",
-                                         json={"max_tasks": args.batch, "wait_seconds": 0.5})
+                        r = await w.post(
+                            f"/workers/{wid}/claim",
+                            json={"max_tasks": args.batch, "wait_seconds": 0.5},
+                        )
                         tasks = r.json()
                         if not tasks:
                             if done[0] >= args.tasks:
@@ -114,9 +127,19 @@ async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
                             continue
                         if not first:
                             first.append(time.perf_counter())
-                        r = await w.post(f"/workers/{wid}/complete", json={"items": [
-                            {"task_id": t["task_id"], "lease_token": t["lease_token"],
-                             "result": {"success": True}} for t in tasks]})
+                        r = await w.post(
+                            f"/workers/{wid}/complete",
+                            json={
+                                "items": [
+                                    {
+                                        "task_id": t["task_id"],
+                                        "lease_token": t["lease_token"],
+                                        "result": {"success": True},
+                                    }
+                                    for t in tasks
+                                ]
+                            },
+                        )
                         r.raise_for_status()
                         done[0] += len(tasks)
                         if done[0] >= args.tasks:
@@ -128,23 +151,42 @@ async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
 
             # idle latency: one long-polling worker; submit; time until the claim answers
             lat: list[float] = []
-            async with httpx.AsyncClient(base_url=base, timeout=60, headers={
-                    "Authorization": f"Bearer {wtoken}"}) as w:
-                wid = (await w.post("/workers/register", json={
-                    "name": "idle", "agents": ["command"], "slots": 1})).json()["worker_id"]
+            async with httpx.AsyncClient(
+                base_url=base, timeout=60, headers={"Authorization": f"Bearer {wtoken}"}
+            ) as w:
+                wid = (
+                    await w.post(
+                        "/workers/register",
+                        json={"name": "idle", "agents": ["command"], "slots": 1},
+                    )
+                ).json()["worker_id"]
                 for i in range(args.samples):
-                    claim = asyncio.create_task(w.post(
-                        f"/workers/{wid}/claim", json={"max_tasks": 1, "wait_seconds": 30}))
+                    claim = asyncio.create_task(
+                        w.post(f"/workers/{wid}/claim", json={"max_tasks": 1, "wait_seconds": 30})
+                    )
                     await asyncio.sleep(0.02)  # let the claim reach its wait
                     t0 = time.perf_counter()
                     await api.post("/projects/bench/builds", json={"prompt": f"l{i}"})
                     [task] = (await claim).json()
                     lat.append((time.perf_counter() - t0) * 1000)
-                    await w.post(f"/workers/{wid}/complete", json={"items": [
-                        {"task_id": task["task_id"], "lease_token": task["lease_token"],
-                         "result": {"success": True}}]})
-        return {"submit_rate": submit_rate, "drain_rate": drain_rate,
-                "p50": pct(lat, 50), "p99": pct(lat, 99)}
+                    await w.post(
+                        f"/workers/{wid}/complete",
+                        json={
+                            "items": [
+                                {
+                                    "task_id": task["task_id"],
+                                    "lease_token": task["lease_token"],
+                                    "result": {"success": True},
+                                }
+                            ]
+                        },
+                    )
+        return {
+            "submit_rate": submit_rate,
+            "drain_rate": drain_rate,
+            "p50": pct(lat, 50),
+            "p99": pct(lat, 99),
+        }
     finally:
         server.terminate()
         server.wait(timeout=20)

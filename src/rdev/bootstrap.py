@@ -261,6 +261,7 @@ def build_worker(
     for agent_name, why in notes.items():
         log.warning("agent not offered", agent=agent_name, reason=why)
     from rdev.adapters.agents import AGENT_PRIVATE_PATHS as private
+
     secrets = [
         os.environ.get(k, "") for k in settings.agent_env_allowlist if "KEY" in k or "TOKEN" in k
     ]

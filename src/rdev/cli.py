@@ -24,7 +24,6 @@ token_app = typer.Typer(help="Manage API tokens (direct database access).", no_a
 app.add_typer(token_app, name="token")
 
 
-
 def _settings(**over: Any) -> Settings:
     return Settings(**{k: v for k, v in over.items() if v is not None})
 

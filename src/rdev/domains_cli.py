@@ -27,8 +27,10 @@ def format_report(report: DriftReport, fix: bool) -> list[str]:
         elif d.error:
             line += f"  -> {'not fixed: ' if fix else ''}{d.error}"
         lines.append(line)
-    lines.extend(f"settled     {name}  (a stale pending alias is served: now active)"
-                 for name in report.activated)
+    lines.extend(
+        f"settled     {name}  (a stale pending alias is served: now active)"
+        for name in report.activated
+    )
     left = sum(1 for d in report.drifts if not d.fixed)
     fixed = len(report.drifts) - left
     summary = f"{report.checked} aliases checked, {len(report.drifts)} drifted"

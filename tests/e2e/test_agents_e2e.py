@@ -512,9 +512,7 @@ async def test_build_over_max_turns_fails_with_that_reason(
     model_api: CheckoutModelServer,
 ) -> None:
     # The second answer is slow: the run is stopped after turn 1 before it could arrive.
-    model_api.script(
-        cli.bash("echo one"), cli.bash("echo two > two.txt", delay=5.0), Text("done")
-    )
+    model_api.script(cli.bash("echo one"), cli.bash("echo two > two.txt", delay=5.0), Text("done"))
     async with stack.server.client() as api:
         project = await stack.project(api)
         stack.start_worker(cli.worker_env(agent_bin, model_api))

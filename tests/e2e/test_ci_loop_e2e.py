@@ -45,8 +45,9 @@ def fake() -> Iterator[FakeWoodpecker]:
         yield f
 
 
-async def wait_ci(api: httpx.AsyncClient, task_id: str, status: str,
-                  timeout: float = 30.0) -> dict[str, Any]:
+async def wait_ci(
+    api: httpx.AsyncClient, task_id: str, status: str, timeout: float = 30.0
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     ci = None
     while time.monotonic() < deadline:
@@ -72,29 +73,50 @@ def db_cells(db_url: str) -> list[tuple[str, str, str]]:
 
 
 async def test_pushed_build_follows_its_pipeline_to_failure_and_calls_back_ci_failed(
-    ci_server, git_server, fake, receivers, db_url  # noqa: F811
+    ci_server,
+    git_server,
+    fake,
+    receivers,
+    db_url,  # noqa: F811
 ):
     receiver = await receivers(script=[200])
     name = "ci-" + uuid.uuid4().hex[:8]
     async with ci_server.client() as api:
-        r = await api.post("/projects", json={
-            "name": name, "repo_url": git_server.make_repo(name, {"README.md": "hi\n"}),
-            "git_credential": git_server.token,
-        })
+        r = await api.post(
+            "/projects",
+            json={
+                "name": name,
+                "repo_url": git_server.make_repo(name, {"README.md": "hi\n"}),
+                "git_credential": git_server.token,
+            },
+        )
         assert r.status_code == 201, r.text
         webhook_secret = r.json()["webhook_secret"]
-        r = await api.patch(f"/projects/{name}", json={"ci": {
-            "provider": "woodpecker", "server_url": fake.url, "repo": CI_REPO,
-            "token": fake.token,
-        }})
+        r = await api.patch(
+            f"/projects/{name}",
+            json={
+                "ci": {
+                    "provider": "woodpecker",
+                    "server_url": fake.url,
+                    "repo": CI_REPO,
+                    "token": fake.token,
+                }
+            },
+        )
         assert r.status_code == 200, r.text
         worker_token = await ci_server.token(["workers:run"])
         ci_server.start_worker(worker_token, env={"RDEV_COMMAND_AGENT": "echo hi > hello.txt"})
-        r = await api.post(f"/projects/{name}/builds", json={
-            "prompt": "say hi", "agent": "command", "auto_commit": True, "auto_push": True,
-            "callback_url": receiver.url("/ci"),
-            "events": ["build.completed", "build.ci_failed", "build.ci_passed"],
-        })
+        r = await api.post(
+            f"/projects/{name}/builds",
+            json={
+                "prompt": "say hi",
+                "agent": "command",
+                "auto_commit": True,
+                "auto_push": True,
+                "callback_url": receiver.url("/ci"),
+                "events": ["build.completed", "build.ci_failed", "build.ci_passed"],
+            },
+        )
         assert r.status_code == 202, r.text
         task_id = r.json()["task_id"]
 

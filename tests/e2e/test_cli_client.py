@@ -30,11 +30,17 @@ AGENT = (
 )
 
 
-async def run_cli(*args: str, env: dict[str, str], stdin: str = "",
-                  timeout: float = 90) -> subprocess.CompletedProcess[str]:
+async def run_cli(
+    *args: str, env: dict[str, str], stdin: str = "", timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "rdev.cli", *args], env=env, input=stdin,
-        capture_output=True, text=True, timeout=timeout,
+        subprocess.run,
+        [sys.executable, "-m", "rdev.cli", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -44,21 +50,30 @@ async def setup(rdev_server: RdevServer, git_server: Any, tmp_path: Path) -> dic
     name = "cli-" + uuid.uuid4().hex[:8]
     url = git_server.make_repo(name, {"README.md": "hello\n"})
     async with rdev_server.client() as api:
-        r = await api.post("/projects", json={"name": name, "repo_url": url,
-                                              "git_credential": git_server.token})
+        r = await api.post(
+            "/projects", json={"name": name, "repo_url": url, "git_credential": git_server.token}
+        )
         assert r.status_code == 201, r.text
     worker_token = await rdev_server.token(["workers:run"])
     rdev_server.start_worker(worker_token, env={"RDEV_COMMAND_AGENT": AGENT})
-    user_token = await rdev_server.token(["builds:read", "builds:write", "projects:read",
-                                          "projects:write"])
-    env = base_env(RDEV_SERVER=rdev_server.url, RDEV_TOKEN=user_token,
-                   RDEV_CLIENT_CONFIG=str(tmp_path / "client.toml"), COLUMNS="200")
+    user_token = await rdev_server.token(
+        ["builds:read", "builds:write", "projects:read", "projects:write"]
+    )
+    env = base_env(
+        RDEV_SERVER=rdev_server.url,
+        RDEV_TOKEN=user_token,
+        RDEV_CLIENT_CONFIG=str(tmp_path / "client.toml"),
+        COLUMNS="200",
+    )
     return {"project": name, "env": env, "token": user_token}
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(text) for s in f.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
 
 
 async def test_submit_watch_exits_zero_on_success_and_nonzero_on_failure(
@@ -66,14 +81,25 @@ async def test_submit_watch_exits_zero_on_success_and_nonzero_on_failure(
 ) -> None:
     async with rdev_server.client() as api:
         before = samples((await api.get("/metrics")).text)
-    ok = await run_cli("build", "submit", setup["project"], "--prompt", "say hi", "--watch",
-                       env=setup["env"])
+    ok = await run_cli(
+        "build", "submit", setup["project"], "--prompt", "say hi", "--watch", env=setup["env"]
+    )
     assert ok.returncode == 0, ok.stderr
     assert [ln for ln in ok.stdout.splitlines() if ln.startswith("agent line")] == [
-        "agent line 1", "agent line 2", "agent line 3"]
+        "agent line 1",
+        "agent line 2",
+        "agent line 3",
+    ]
     assert "completed" in ok.stderr
-    bad = await run_cli("build", "submit", setup["project"], "--prompt", "please-fail now",
-                        "--watch", env=setup["env"])
+    bad = await run_cli(
+        "build",
+        "submit",
+        setup["project"],
+        "--prompt",
+        "please-fail now",
+        "--watch",
+        env=setup["env"],
+    )
     assert bad.returncode == 1, (bad.stdout, bad.stderr)
     assert "going to fail" in bad.stdout
     assert "failed" in bad.stderr
@@ -90,21 +116,28 @@ async def test_submit_watch_exits_zero_on_success_and_nonzero_on_failure(
     assert moved("rdev_builds_total", status="failed") == 1
     assert moved("rdev_claim_latency_seconds_count") == 2
     assert moved("rdev_build_duration_seconds_count", status="completed") == 1
-    assert moved("rdev_http_requests_total", method="POST",
-                 route="/projects/{project_id}/builds", code="202") == 2
+    assert (
+        moved(
+            "rdev_http_requests_total",
+            method="POST",
+            route="/projects/{project_id}/builds",
+            code="202",
+        )
+        == 2
+    )
 
 
 async def test_json_output_parses_for_every_command(setup: dict[str, Any]) -> None:
     env, project = setup["env"], setup["project"]
-    watched = await run_cli("build", "submit", project, "--prompt", "json please", "--watch",
-                            "--json", env=env)
+    watched = await run_cli(
+        "build", "submit", project, "--prompt", "json please", "--watch", "--json", env=env
+    )
     assert watched.returncode == 0, watched.stderr
     final = json.loads(watched.stdout)
     assert final["status"] == "completed" and final["result"]["success"] is True
     task_id = final["task_id"]
 
-    queued = await run_cli("build", "submit", project, "--prompt", "another", "--json",
-                           env=env)
+    queued = await run_cli("build", "submit", project, "--prompt", "another", "--json", env=env)
     assert queued.returncode == 0, queued.stderr
     assert json.loads(queued.stdout)["status"] == "pending"
 
@@ -113,8 +146,13 @@ async def test_json_output_parses_for_every_command(setup: dict[str, Any]) -> No
     assert [e["to"] for e in show["events"]][:3] == ["pending", "running", "completed"]
     logs = json.loads((await run_cli("build", "logs", task_id, "--json", env=env)).stdout)
     assert "agent line 3" in [c["text"] for c in logs["chunks"]]
-    listed = json.loads((await run_cli("builds", "list", "--project", project,
-                                       "--status", "completed", "--json", env=env)).stdout)
+    listed = json.loads(
+        (
+            await run_cli(
+                "builds", "list", "--project", project, "--status", "completed", "--json", env=env
+            )
+        ).stdout
+    )
     assert task_id in [b["task_id"] for b in listed["items"]]
     assert {b["status"] for b in listed["items"]} == {"completed"}
     projects = json.loads((await run_cli("projects", "list", "--json", env=env)).stdout)
@@ -125,24 +163,32 @@ async def test_json_output_parses_for_every_command(setup: dict[str, Any]) -> No
 
 async def test_logs_follow_and_cancel(setup: dict[str, Any], rdev_server: RdevServer) -> None:
     env = setup["env"]
-    done = json.loads((await run_cli("build", "submit", setup["project"], "--prompt", "hi",
-                                     "--watch", "--json", env=env)).stdout)
+    done = json.loads(
+        (
+            await run_cli(
+                "build", "submit", setup["project"], "--prompt", "hi", "--watch", "--json", env=env
+            )
+        ).stdout
+    )
     followed = await run_cli("build", "logs", done["task_id"], "--follow", env=env)
     assert followed.returncode == 0, followed.stderr
     assert "agent line 2" in followed.stdout
     # A finished build cannot be cancelled: a one-line 409, exit 2.
     refused = await run_cli("build", "cancel", done["task_id"], env=env)
     assert refused.returncode == 2
-    assert refused.stderr.startswith("error: refused (409)") and len(
-        refused.stderr.strip().splitlines()) == 1
+    assert (
+        refused.stderr.startswith("error: refused (409)")
+        and len(refused.stderr.strip().splitlines()) == 1
+    )
 
 
 async def test_login_writes_a_private_config_the_other_commands_use(
     setup: dict[str, Any], rdev_server: RdevServer, tmp_path: Path
 ) -> None:
     env = {k: v for k, v in setup["env"].items() if k not in ("RDEV_SERVER", "RDEV_TOKEN")}
-    r = await run_cli("login", "--server", rdev_server.url + "/", "--token", setup["token"],
-                      env=env)
+    r = await run_cli(
+        "login", "--server", rdev_server.url + "/", "--token", setup["token"], env=env
+    )
     assert r.returncode == 0, r.stderr
     path = Path(env["RDEV_CLIENT_CONFIG"])
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -160,13 +206,22 @@ async def test_login_writes_a_private_config_the_other_commands_use(
 async def test_errors_are_one_clear_line(setup: dict[str, Any]) -> None:
     env = setup["env"]
     cases = [
-        ({**env, "RDEV_SERVER": f"http://127.0.0.1:{free_port()}"}, ["builds", "list"],
-         "error: cannot reach the rdev server at http://127.0.0.1:"),
-        ({**env, "RDEV_TOKEN": "not-a-real-token"}, ["builds", "list"],
-         "error: the server rejected the token (401"),
+        (
+            {**env, "RDEV_SERVER": f"http://127.0.0.1:{free_port()}"},
+            ["builds", "list"],
+            "error: cannot reach the rdev server at http://127.0.0.1:",
+        ),
+        (
+            {**env, "RDEV_TOKEN": "not-a-real-token"},
+            ["builds", "list"],
+            "error: the server rejected the token (401",
+        ),
         (env, ["build", "show", "no-such-build"], "error: not found (404)"),
-        ({k: v for k, v in env.items() if k != "RDEV_SERVER"}, ["workers", "list"],
-         "error: no server configured"),
+        (
+            {k: v for k, v in env.items() if k != "RDEV_SERVER"},
+            ["workers", "list"],
+            "error: no server configured",
+        ),
     ]
     for case_env, args, expected in cases:
         r = await run_cli(*args, env=case_env)

@@ -31,20 +31,30 @@ git_server = git_server_fixture
 rdev_server = rdev_server_fixture
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SLOW_AGENT = "for i in $(seq 1 30); do echo line $i; sleep 0.3; done"
-EVIL_PROMPT = ('Fix it <script>window.__xss = 1</script>'
-               '<img src=x onerror="window.__xss = 2"> & "quotes"')
+EVIL_PROMPT = (
+    'Fix it <script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> & "quotes"'
+)
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         if os.environ.get("RDEV_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"RDEV_REQUIRE_BROWSER=1 but {CHROMIUM} is missing "
-                        "(scripts/setup.d/40-browser.sh installs it)")
+            pytest.fail(
+                f"RDEV_REQUIRE_BROWSER=1 but {CHROMIUM} is missing "
+                "(scripts/setup.d/40-browser.sh installs it)"
+            )
         pytest.skip(f"{CHROMIUM} missing: run scripts/setup.d/40-browser.sh")
     from playwright.async_api import async_playwright
 
@@ -64,11 +74,13 @@ async def test_sign_in_watch_live_log_cancel_and_prompt_is_text(
     name = "ui-" + uuid.uuid4().hex[:8]
     url = git_server.make_repo(name, {"README.md": "hi\n"})
     async with rdev_server.client() as api:
-        r = await api.post("/projects", json={"name": name, "repo_url": url,
-                                              "git_credential": git_server.token})
+        r = await api.post(
+            "/projects", json={"name": name, "repo_url": url, "git_credential": git_server.token}
+        )
         assert r.status_code == 201, r.text
-        rdev_server.start_worker(await rdev_server.token(["workers:run"]),
-                                 env={"RDEV_COMMAND_AGENT": SLOW_AGENT})
+        rdev_server.start_worker(
+            await rdev_server.token(["workers:run"]), env={"RDEV_COMMAND_AGENT": SLOW_AGENT}
+        )
         user = await rdev_server.token(["builds:read", "builds:write", "projects:read"])
         r = await api.post(f"/projects/{name}/builds", json={"prompt": EVIL_PROMPT})
         assert r.status_code == 202, r.text
@@ -104,8 +116,9 @@ async def test_sign_in_watch_live_log_cancel_and_prompt_is_text(
         assert (await page.text_content("#prompt")) == EVIL_PROMPT
         assert await page.evaluate("typeof window.__xss") == "undefined"
         ARTIFACTS.mkdir(exist_ok=True)
-        await page.screenshot(path=str(ARTIFACTS / f"dashboard-build-running-{backend}.png"),
-                              full_page=True)
+        await page.screenshot(
+            path=str(ARTIFACTS / f"dashboard-build-running-{backend}.png"), full_page=True
+        )
 
         await page.click("#cancel")
         await expect(page.locator("#status")).to_have_text("cancelled", timeout=30_000)
@@ -114,8 +127,9 @@ async def test_sign_in_watch_live_log_cancel_and_prompt_is_text(
         assert len(await log.locator(".line").all_text_contents()) < 30  # stopped early
         await page.wait_for_selector("#result-success", timeout=15_000)
         assert (await page.text_content("#status")) == "cancelled"
-        await page.screenshot(path=str(ARTIFACTS / f"dashboard-build-cancelled-{backend}.png"),
-                              full_page=True)
+        await page.screenshot(
+            path=str(ARTIFACTS / f"dashboard-build-cancelled-{backend}.png"), full_page=True
+        )
 
         for path in ("/ui/workers", "/ui/projects"):
             await page.goto(rdev_server.url + path)
@@ -142,8 +156,11 @@ async def until_count(locator: Any, n: int, timeout: float = 20.0) -> int:
 
 # -- over ASGI, no browser ---------------------------------------------------------------------
 async def sign_in(client: httpx.AsyncClient, token: str = ADMIN_TOKEN) -> httpx.Response:
-    return await client.post("/ui/login", content=f"token={token}",
-                              headers={"content-type": "application/x-www-form-urlencoded"})
+    return await client.post(
+        "/ui/login",
+        content=f"token={token}",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
 
 
 async def test_sign_in_sets_an_httponly_strict_cookie_and_pages_need_it(
@@ -184,15 +201,23 @@ async def test_build_page_shows_result_files_commit_and_audit_trail(
     project = await create_project(client)
     task_id = (await submit(client, project["id"]))["task_id"]
     worker = await register_worker(client)
-    lease = (await client.post(f"/workers/{worker}/claim",
-                               json={"max_tasks": 1, "wait_seconds": 5})).json()[0]["lease_token"]
-    result = {"success": True, "output": "agent said <b>done</b>", "commit_sha": "a" * 40,
-              "duration_ms": 4200,
-              "files_changed": [{"path": "src/<evil>.py", "change": "added"},
-                                {"path": "README.md", "change": "modified"}]}
-    r = await client.post(f"/workers/{worker}/complete/{task_id}",
-                          json={"lease_token": lease, "result": result,
-                                "agent_info": {"pushed": True}})
+    lease = (
+        await client.post(f"/workers/{worker}/claim", json={"max_tasks": 1, "wait_seconds": 5})
+    ).json()[0]["lease_token"]
+    result = {
+        "success": True,
+        "output": "agent said <b>done</b>",
+        "commit_sha": "a" * 40,
+        "duration_ms": 4200,
+        "files_changed": [
+            {"path": "src/<evil>.py", "change": "added"},
+            {"path": "README.md", "change": "modified"},
+        ],
+    }
+    r = await client.post(
+        f"/workers/{worker}/complete/{task_id}",
+        json={"lease_token": lease, "result": result, "agent_info": {"pushed": True}},
+    )
     assert r.status_code == 200, r.text
     await sign_in(client)
     r = await client.get(f"/ui/builds/{task_id}")
@@ -219,11 +244,15 @@ async def test_cancel_form_needs_the_csrf_token(client: httpx.AsyncClient) -> No
     page = (await client.get(f"/ui/builds/{task_id}")).text
     csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
     assert csrf
-    r = await client.post(f"/ui/builds/{task_id}/cancel", content=f"csrf={csrf.group(1)}",
-                          headers={**form, "origin": "http://evil.example"})
+    r = await client.post(
+        f"/ui/builds/{task_id}/cancel",
+        content=f"csrf={csrf.group(1)}",
+        headers={**form, "origin": "http://evil.example"},
+    )
     assert r.status_code == 403
-    r = await client.post(f"/ui/builds/{task_id}/cancel", content=f"csrf={csrf.group(1)}",
-                          headers=form)
+    r = await client.post(
+        f"/ui/builds/{task_id}/cancel", content=f"csrf={csrf.group(1)}", headers=form
+    )
     assert r.status_code == 303
     assert (await client.get(f"/builds/{task_id}")).json()["status"] == "cancelled"
 

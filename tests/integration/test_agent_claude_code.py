@@ -43,28 +43,37 @@ def _agent(binary: Path, base_url: str) -> ClaudeCodeAgent:
     return ClaudeCodeAgent(
         str(binary),
         ALLOWLIST,
-        {"PATH": os.environ["PATH"], "ANTHROPIC_BASE_URL": base_url,
-         "ANTHROPIC_API_KEY": "sk-test-key-1234", "UNRELATED_SECRET": "nope"},
+        {
+            "PATH": os.environ["PATH"],
+            "ANTHROPIC_BASE_URL": base_url,
+            "ANTHROPIC_API_KEY": "sk-test-key-1234",
+            "UNRELATED_SECRET": "nope",
+        },
     )
 
 
 def _request(repo: Path, scratch: Path, marker: str, **kw: object) -> AgentRequest:
     params: dict = {"timeout_seconds": 60.0, **kw}
     return AgentRequest(
-        workdir=repo, prompt="-Change the README", env={"RDEV_TEST_MARKER": marker},
-        scratch_dir=scratch, **params,
+        workdir=repo,
+        prompt="-Change the README",
+        env={"RDEV_TEST_MARKER": marker},
+        scratch_dir=scratch,
+        **params,
     )
 
 
 async def test_claude_edit_succeeds_and_reports_its_own_cost_tokens_and_turns(
-    claude_bin: Path, model_server: ScriptedModelServer, git_repo: Path, scratch_dir: Path,
+    claude_bin: Path,
+    model_server: ScriptedModelServer,
+    git_repo: Path,
+    scratch_dir: Path,
     process_marker: str,
 ) -> None:
     readme = str(git_repo / "README.md")
     model_server.script(
         ToolCall("Read", {"file_path": readme}),
-        ToolCall("Edit", {"file_path": readme, "old_string": "hello",
-                          "new_string": "hello world"}),
+        ToolCall("Edit", {"file_path": readme, "old_string": "hello", "new_string": "hello world"}),
         Text("README updated"),
     )
     log = LogCollector()
@@ -99,8 +108,14 @@ async def test_claude_edit_succeeds_and_reports_its_own_cost_tokens_and_turns(
     ],
 )
 async def test_claude_model_api_errors_fail_fast_with_a_clear_reason(
-    claude_bin: Path, model_server: ScriptedModelServer, git_repo: Path, scratch_dir: Path,
-    process_marker: str, status: int, expected: str, retryable: bool,
+    claude_bin: Path,
+    model_server: ScriptedModelServer,
+    git_repo: Path,
+    scratch_dir: Path,
+    process_marker: str,
+    status: int,
+    expected: str,
+    retryable: bool,
 ) -> None:
     model_server.script(Fail(status))
     started = time.monotonic()
@@ -127,14 +142,18 @@ async def test_claude_unreachable_model_api_fails_fast(
 
 
 async def test_claude_timeout_stops_the_run_and_leaves_no_process(
-    claude_bin: Path, model_server: ScriptedModelServer, git_repo: Path, scratch_dir: Path,
+    claude_bin: Path,
+    model_server: ScriptedModelServer,
+    git_repo: Path,
+    scratch_dir: Path,
     process_marker: str,
 ) -> None:
     model_server.script(Hang())
     with GroupWatcher(process_marker) as watcher:
         result = await _agent(claude_bin, model_server.url).run(
             _request(git_repo, scratch_dir, process_marker, timeout_seconds=4),
-            LogCollector(), asyncio.Event(),
+            LogCollector(),
+            asyncio.Event(),
         )
     assert result.timed_out and not result.success
     assert result.error == "timeout after 4s"
@@ -144,7 +163,10 @@ async def test_claude_timeout_stops_the_run_and_leaves_no_process(
 
 
 async def test_claude_cancel_while_a_tool_runs_kills_everything_and_keeps_the_log(
-    claude_bin: Path, model_server: ScriptedModelServer, git_repo: Path, scratch_dir: Path,
+    claude_bin: Path,
+    model_server: ScriptedModelServer,
+    git_repo: Path,
+    scratch_dir: Path,
     process_marker: str,
 ) -> None:
     model_server.script(ToolCall("Bash", {"command": "sleep 100; echo never"}), Text("done"))
@@ -171,23 +193,31 @@ async def test_claude_cancel_while_a_tool_runs_kills_everything_and_keeps_the_lo
 
 
 async def test_claude_max_turns_exceeded_fails_with_that_reason(
-    claude_bin: Path, model_server: ScriptedModelServer, git_repo: Path, scratch_dir: Path,
+    claude_bin: Path,
+    model_server: ScriptedModelServer,
+    git_repo: Path,
+    scratch_dir: Path,
     process_marker: str,
 ) -> None:
     model_server.script(
-        ToolCall("Bash", {"command": "echo one"}), ToolCall("Bash", {"command": "echo two"}),
+        ToolCall("Bash", {"command": "echo one"}),
+        ToolCall("Bash", {"command": "echo two"}),
         Text("done"),
     )
     result = await _agent(claude_bin, model_server.url).run(
         _request(git_repo, scratch_dir, process_marker, max_turns=1),
-        LogCollector(), asyncio.Event(),
+        LogCollector(),
+        asyncio.Event(),
     )
     assert not result.success
     assert result.error and result.error.startswith("max turns reached"), result.error
 
 
 async def test_claude_budget_exceeded_stops_the_run(
-    claude_bin: Path, model_server: ScriptedModelServer, git_repo: Path, scratch_dir: Path,
+    claude_bin: Path,
+    model_server: ScriptedModelServer,
+    git_repo: Path,
+    scratch_dir: Path,
     process_marker: str,
 ) -> None:
     model_server.script(
@@ -197,7 +227,8 @@ async def test_claude_budget_exceeded_stops_the_run(
     )
     result = await _agent(claude_bin, model_server.url).run(
         _request(git_repo, scratch_dir, process_marker, max_cost_usd=0.0005),
-        LogCollector(), asyncio.Event(),
+        LogCollector(),
+        asyncio.Event(),
     )
     assert not result.success
     assert result.error and result.error.startswith("budget exceeded"), result.error

@@ -40,13 +40,21 @@ ALLOWLIST = Settings().agent_env_allowlist
 
 
 def _agent(binary: Path | None, base_url: str, **kw: object) -> OpenCodeAgent:
-    params: dict = {"model": "mock-model", "cost_per_mtok_input": 3,
-                    "cost_per_mtok_output": 15, **kw}
+    params: dict = {
+        "model": "mock-model",
+        "cost_per_mtok_input": 3,
+        "cost_per_mtok_output": 15,
+        **kw,
+    }
     return OpenCodeAgent(
         str(binary) if binary else None,
         ALLOWLIST,
-        {"PATH": os.environ["PATH"], "OPENAI_BASE_URL": base_url,
-         "OPENAI_API_KEY": "sk-test-key-5678", "UNRELATED_SECRET": "nope"},
+        {
+            "PATH": os.environ["PATH"],
+            "OPENAI_BASE_URL": base_url,
+            "OPENAI_API_KEY": "sk-test-key-5678",
+            "UNRELATED_SECRET": "nope",
+        },
         **params,
     )
 
@@ -54,13 +62,19 @@ def _agent(binary: Path | None, base_url: str, **kw: object) -> OpenCodeAgent:
 def _request(repo: Path, scratch: Path, marker: str, **kw: object) -> AgentRequest:
     params: dict = {"timeout_seconds": 90.0, **kw}
     return AgentRequest(
-        workdir=repo, prompt="-Change the README", env={"RDEV_TEST_MARKER": marker},
-        scratch_dir=scratch, **params,
+        workdir=repo,
+        prompt="-Change the README",
+        env={"RDEV_TEST_MARKER": marker},
+        scratch_dir=scratch,
+        **params,
     )
 
 
 async def test_opencode_edit_succeeds_and_reports_cost_tokens_and_turns_from_its_events(
-    opencode_bin: Path, model_server: ScriptedModelServer, git_repo: Path, scratch_dir: Path,
+    opencode_bin: Path,
+    model_server: ScriptedModelServer,
+    git_repo: Path,
+    scratch_dir: Path,
     process_marker: str,
 ) -> None:
     readme = str(git_repo / "README.md")
@@ -99,8 +113,14 @@ async def test_opencode_edit_succeeds_and_reports_cost_tokens_and_turns_from_its
     ],
 )
 async def test_opencode_model_api_errors_fail_fast_with_a_clear_reason(
-    opencode_bin: Path, model_server: ScriptedModelServer, git_repo: Path, scratch_dir: Path,
-    process_marker: str, status: int, expected: str, retryable: bool,
+    opencode_bin: Path,
+    model_server: ScriptedModelServer,
+    git_repo: Path,
+    scratch_dir: Path,
+    process_marker: str,
+    status: int,
+    expected: str,
+    retryable: bool,
 ) -> None:
     model_server.script(Fail(status))
     started = time.monotonic()
@@ -127,14 +147,18 @@ async def test_opencode_unreachable_model_api_fails_fast(
 
 
 async def test_opencode_timeout_stops_the_run_and_leaves_no_process(
-    opencode_bin: Path, model_server: ScriptedModelServer, git_repo: Path, scratch_dir: Path,
+    opencode_bin: Path,
+    model_server: ScriptedModelServer,
+    git_repo: Path,
+    scratch_dir: Path,
     process_marker: str,
 ) -> None:
     model_server.script(Hang())
     with GroupWatcher(process_marker) as watcher:
         result = await _agent(opencode_bin, model_server.openai_base_url).run(
             _request(git_repo, scratch_dir, process_marker, timeout_seconds=12),
-            LogCollector(), asyncio.Event(),
+            LogCollector(),
+            asyncio.Event(),
         )
     assert result.timed_out and not result.success
     assert result.error == "timeout after 12s"
@@ -144,7 +168,10 @@ async def test_opencode_timeout_stops_the_run_and_leaves_no_process(
 
 
 async def test_opencode_cancel_while_a_tool_runs_kills_the_tool_too_and_keeps_the_log(
-    opencode_bin: Path, model_server: ScriptedModelServer, git_repo: Path, scratch_dir: Path,
+    opencode_bin: Path,
+    model_server: ScriptedModelServer,
+    git_repo: Path,
+    scratch_dir: Path,
     process_marker: str,
 ) -> None:
     # OpenCode leaves its bash tool running on SIGINT/SIGTERM (own session): the adapter
@@ -177,7 +204,10 @@ async def test_opencode_cancel_while_a_tool_runs_kills_the_tool_too_and_keeps_th
 
 
 async def test_opencode_max_turns_is_enforced_by_counting_steps(
-    opencode_bin: Path, model_server: ScriptedModelServer, git_repo: Path, scratch_dir: Path,
+    opencode_bin: Path,
+    model_server: ScriptedModelServer,
+    git_repo: Path,
+    scratch_dir: Path,
     process_marker: str,
 ) -> None:
     model_server.script(
@@ -187,7 +217,8 @@ async def test_opencode_max_turns_is_enforced_by_counting_steps(
     )
     result = await _agent(opencode_bin, model_server.openai_base_url).run(
         _request(git_repo, scratch_dir, process_marker, max_turns=1),
-        LogCollector(), asyncio.Event(),
+        LogCollector(),
+        asyncio.Event(),
     )
     assert not result.success
     assert result.error == "max turns reached: 1"
@@ -196,7 +227,10 @@ async def test_opencode_max_turns_is_enforced_by_counting_steps(
 
 
 async def test_opencode_budget_exceeded_stops_the_run(
-    opencode_bin: Path, model_server: ScriptedModelServer, git_repo: Path, scratch_dir: Path,
+    opencode_bin: Path,
+    model_server: ScriptedModelServer,
+    git_repo: Path,
+    scratch_dir: Path,
     process_marker: str,
 ) -> None:
     model_server.script(
@@ -208,7 +242,8 @@ async def test_opencode_budget_exceeded_stops_the_run(
     )
     result = await _agent(opencode_bin, model_server.openai_base_url).run(
         _request(git_repo, scratch_dir, process_marker, max_cost_usd=0.0005),
-        LogCollector(), asyncio.Event(),
+        LogCollector(),
+        asyncio.Event(),
     )
     assert not result.success
     assert result.error and result.error.startswith("budget exceeded"), result.error
@@ -216,14 +251,16 @@ async def test_opencode_budget_exceeded_stops_the_run(
 
 
 async def test_opencode_auto_rejected_permission_is_a_failure(
-    opencode_bin: Path, model_server: ScriptedModelServer, git_repo: Path, scratch_dir: Path,
-    process_marker: str, tmp_path: Path,
+    opencode_bin: Path,
+    model_server: ScriptedModelServer,
+    git_repo: Path,
+    scratch_dir: Path,
+    process_marker: str,
+    tmp_path: Path,
 ) -> None:
     outside = tmp_path / "outside" / "x.txt"
     outside.parent.mkdir()
-    model_server.script(
-        ToolCall("write", {"filePath": str(outside), "content": "x"}), Text("done")
-    )
+    model_server.script(ToolCall("write", {"filePath": str(outside), "content": "x"}), Text("done"))
     result = await _agent(opencode_bin, model_server.openai_base_url).run(
         _request(git_repo, scratch_dir, process_marker), LogCollector(), asyncio.Event()
     )
@@ -242,6 +279,7 @@ def test_opencode_availability_names_what_is_missing(tmp_path: Path) -> None:
     assert "OPENAI_BASE_URL" in (no_url.availability() or "")
     no_model = OpenCodeAgent(str(fake), ALLOWLIST, {"OPENAI_BASE_URL": "http://127.0.0.1:1/v1"})
     assert "RDEV_OPENCODE_MODEL" in (no_model.availability() or "")
-    ok = OpenCodeAgent(str(fake), ALLOWLIST, {"OPENAI_BASE_URL": "http://127.0.0.1:1/v1"},
-                       model="m")
+    ok = OpenCodeAgent(
+        str(fake), ALLOWLIST, {"OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}, model="m"
+    )
     assert ok.availability() is None

@@ -178,7 +178,12 @@ async def test_silent_server_is_a_dns_error_after_the_timeout() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         dns = Rfc2136DNS(
-            "127.0.0.1", silent.getsockname()[1], ["apps.test"], None, "hmac-sha256", None,
+            "127.0.0.1",
+            silent.getsockname()[1],
+            ["apps.test"],
+            None,
+            "hmac-sha256",
+            None,
             timeout=0.5,
         )
         started = time.monotonic()
@@ -206,8 +211,12 @@ async def test_settings_pick_the_provider() -> None:
     port = free_port()
     built = build_dns_provider(
         Settings(
-            dns_provider="rfc2136", dns_server="127.0.0.1", dns_port=port,
-            dns_zones="apps.test", dns_tsig_name="k", dns_tsig_secret=secret,
+            dns_provider="rfc2136",
+            dns_server="127.0.0.1",
+            dns_port=port,
+            dns_zones="apps.test",
+            dns_tsig_name="k",
+            dns_tsig_secret=secret,
         )
     )
     assert isinstance(built, Rfc2136DNS)

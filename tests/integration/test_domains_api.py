@@ -93,15 +93,23 @@ async def test_post_places_a_cname_to_the_canonical_hostname(api, bind: BindServ
     assert r.status_code == 201, r.text
     canonical = f"{project['name']}.apps.test"
     assert r.json() | {"created_at": None} == {
-        "domain": "www.apps.test", "unicode": "www.apps.test", "kind": "alias",
-        "state": "active", "target": canonical, "created_at": None,
+        "domain": "www.apps.test",
+        "unicode": "www.apps.test",
+        "kind": "alias",
+        "state": "active",
+        "target": canonical,
+        "created_at": None,
     }
     assert bind.query("www.apps.test", "CNAME") == [canonical + "."]
 
     listed = (await client.get(f"/projects/{project['id']}/domains")).json()
     assert listed["canonical"] == {
-        "domain": canonical, "unicode": canonical, "kind": "canonical", "state": "active",
-        "target": None, "created_at": None,
+        "domain": canonical,
+        "unicode": canonical,
+        "kind": "canonical",
+        "state": "active",
+        "target": None,
+        "created_at": None,
     }
     assert [(a["domain"], a["state"]) for a in listed["aliases"]] == [("www.apps.test", "active")]
 
@@ -124,7 +132,8 @@ async def test_unicode_alias_is_stored_as_a_label_and_shown_both_ways(
     r = await add(client, project["name"], "Bücher.apps.test")
     assert r.status_code == 201, r.text
     assert (r.json()["domain"], r.json()["unicode"]) == (
-        "xn--bcher-kva.apps.test", "bücher.apps.test",
+        "xn--bcher-kva.apps.test",
+        "bücher.apps.test",
     )
     assert bind.query("xn--bcher-kva.apps.test", "CNAME") == [f"{project['name']}.apps.test."]
     r = await client.delete(f"/projects/{project['name']}/domains/bücher.apps.test")
@@ -195,9 +204,7 @@ async def test_stopped_bind_is_502_and_leaves_no_row(api, bind: BindServer) -> N
     assert await rows(container) == []
 
 
-async def test_stopped_bind_on_delete_is_502_and_keeps_the_alias(
-    api, bind: BindServer
-) -> None:
+async def test_stopped_bind_on_delete_is_502_and_keeps_the_alias(api, bind: BindServer) -> None:
     container, client = api
     project = await create_project(client)
     assert (await add(client, project["name"], "kept.apps.test")).status_code == 201
@@ -208,9 +215,7 @@ async def test_stopped_bind_on_delete_is_502_and_keeps_the_alias(
     assert [(a["domain"], a["state"]) for a in listed["aliases"]] == [("kept.apps.test", "active")]
 
 
-async def test_name_holding_other_records_is_409_and_leaves_no_row(
-    api, bind: BindServer
-) -> None:
+async def test_name_holding_other_records_is_409_and_leaves_no_row(api, bind: BindServer) -> None:
     container, client = api
     project = await create_project(client)
     r = await add(client, project["name"], "ingress.apps.test")  # an A record in the zone
@@ -325,33 +330,35 @@ async def test_scopes_and_project_lists_guard_the_endpoints(api, bind: BindServe
     assert r.status_code == 201, r.text
     r = await add(client, hidden["name"], "y.apps.test", headers=dns_only)
     assert r.status_code == 403
-    r = await client.get(f"/projects/{hidden['name']}/domains",
-                         headers=await make_token(container, ["projects:read"], [project["id"]]))
+    r = await client.get(
+        f"/projects/{hidden['name']}/domains",
+        headers=await make_token(container, ["projects:read"], [project["id"]]),
+    )
     assert r.status_code == 403
     assert (await client.delete(f"{url}/x.apps.test", headers=dns_only)).status_code == 204
     assert await rows(container) == []
 
 
-async def test_export_lists_hostnames_of_projects_the_token_may_see(
-    api, bind: BindServer
-) -> None:
+async def test_export_lists_hostnames_of_projects_the_token_may_see(api, bind: BindServer) -> None:
     container, client = api
     seen, hidden = await create_project(client), await create_project(client)
     assert (await add(client, seen["name"], "shop.apps.test")).status_code == 201
     assert (await add(client, hidden["name"], "secret.apps.test")).status_code == 201
 
-    r = await client.get("/domains", headers=await make_token(container, ["projects:read"],
-                                                               [seen["name"]]))
+    r = await client.get(
+        "/domains", headers=await make_token(container, ["projects:read"], [seen["name"]])
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert (body["apps_domain"], body["dns_provider"]) == ("apps.test", "rfc2136")
-    assert [(p["project_name"], p["canonical"]["domain"], [a["domain"] for a in p["aliases"]])
-            for p in body["projects"]] == [
-        (seen["name"], f"{seen['name']}.apps.test", ["shop.apps.test"])
-    ]
+    assert [
+        (p["project_name"], p["canonical"]["domain"], [a["domain"] for a in p["aliases"]])
+        for p in body["projects"]
+    ] == [(seen["name"], f"{seen['name']}.apps.test", ["shop.apps.test"])]
     everything = (await client.get("/domains")).json()
     assert {a["domain"] for p in everything["projects"] for a in p["aliases"]} == {
-        "shop.apps.test", "secret.apps.test",
+        "shop.apps.test",
+        "secret.apps.test",
     }
 
 
@@ -378,14 +385,10 @@ class _ProjectVanishesDuringUpdate(Rfc2136DNS):
     async def add_cname(self, alias: str, target: str) -> None:
         await super().add_cname(alias, target)
         async with self.container.db.write() as conn:
-            await conn.execute(
-                delete(projects_table).where(projects_table.c.id == self.project_id)
-            )
+            await conn.execute(delete(projects_table).where(projects_table.c.id == self.project_id))
 
 
-async def test_dns_change_is_undone_when_the_row_cannot_be_confirmed(
-    api, bind: BindServer
-) -> None:
+async def test_dns_change_is_undone_when_the_row_cannot_be_confirmed(api, bind: BindServer) -> None:
     container, client = api
     project = await create_project(client)
     dns = _ProjectVanishesDuringUpdate(**bind.provider_kwargs())  # type: ignore[arg-type]

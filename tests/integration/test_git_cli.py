@@ -196,9 +196,7 @@ async def test_changed_files_reports_added_modified_deleted_renamed(gitcli, git_
     assert git("diff", "--cached", "--name-only", cwd=work) == ""
 
 
-async def test_same_size_edit_in_the_clones_second_is_still_reported(
-    gitcli, git_server, tmp_path
-):
+async def test_same_size_edit_in_the_clones_second_is_still_reported(gitcli, git_server, tmp_path):
     """Regression: a private index copy with a fresh mtime made git trust stale stat data,
     so an in-place, same-size rewrite within the clone's second was silently dropped."""
     git_server.make_repo("demo", {"stamp.txt": "0000000000\n"})

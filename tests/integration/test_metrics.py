@@ -30,14 +30,20 @@ async def run_build(client: httpx.AsyncClient, project: str, worker: str, succes
     task_id = (await submit(client, project))["task_id"]
     r = await client.post(f"/workers/{worker}/claim", json={"max_tasks": 1, "wait_seconds": 5})
     lease = r.json()[0]["lease_token"]
-    r = await client.post(f"/builds/{task_id}/logs",
-                          json={"lease_token": lease, "chunks": [{"text": "hello"}]})
+    r = await client.post(
+        f"/builds/{task_id}/logs", json={"lease_token": lease, "chunks": [{"text": "hello"}]}
+    )
     assert r.status_code == 200
     r = await client.post(
         f"/workers/{worker}/complete/{task_id}",
-        json={"lease_token": lease,
-              "result": {"success": success, "duration_ms": 2500,
-                         "error": None if success else "boom"}},
+        json={
+            "lease_token": lease,
+            "result": {
+                "success": success,
+                "duration_ms": 2500,
+                "error": None if success else "boom",
+            },
+        },
     )
     assert r.status_code == 200, r.text
     return task_id
@@ -50,10 +56,17 @@ async def test_metrics_parse_without_a_token_and_name_every_family(
     assert r.status_code == 200
     names = {f.name for f in text_string_to_metric_families(r.text)}
     for expected in (
-        "rdev_builds", "rdev_builds_current", "rdev_queue_depth",
-        "rdev_queue_oldest_pending_age_seconds", "rdev_claim_latency_seconds",
-        "rdev_build_duration_seconds", "rdev_workers_online", "rdev_webhook_deliveries",
-        "rdev_webhook_outbox", "rdev_http_requests", "rdev_metrics_database_up",
+        "rdev_builds",
+        "rdev_builds_current",
+        "rdev_queue_depth",
+        "rdev_queue_oldest_pending_age_seconds",
+        "rdev_claim_latency_seconds",
+        "rdev_build_duration_seconds",
+        "rdev_workers_online",
+        "rdev_webhook_deliveries",
+        "rdev_webhook_outbox",
+        "rdev_http_requests",
+        "rdev_metrics_database_up",
     ):
         assert expected in names, (expected, sorted(names))
 
@@ -64,8 +77,10 @@ async def test_build_counters_and_histograms_move_when_builds_run(
     before = await scrape(client)
     project = (await create_project(client))["id"]
     worker = await register_worker(client)
-    tasks = [await run_build(client, project, worker, success=True),
-             await run_build(client, project, worker, success=False)]
+    tasks = [
+        await run_build(client, project, worker, success=True),
+        await run_build(client, project, worker, success=False),
+    ]
     after = await scrape(client)
 
     def moved(name: str, **labels: str) -> float:
@@ -80,13 +95,25 @@ async def test_build_counters_and_histograms_move_when_builds_run(
     assert moved("rdev_build_duration_seconds_count", status="completed") == 1
     assert moved("rdev_build_duration_seconds_sum", status="failed") == 2.5
     assert val(after, "rdev_workers_online") == 1
-    assert moved("rdev_http_requests_total", method="POST", route="/builds/{task_id}/logs",
-                 code="200") == 2
-    assert moved("rdev_http_requests_total", method="POST",
-                 route="/workers/{worker_id}/complete/{task_id}", code="200") == 2
+    assert (
+        moved("rdev_http_requests_total", method="POST", route="/builds/{task_id}/logs", code="200")
+        == 2
+    )
+    assert (
+        moved(
+            "rdev_http_requests_total",
+            method="POST",
+            route="/workers/{worker_id}/complete/{task_id}",
+            code="200",
+        )
+        == 2
+    )
     # Route templates, never raw ids, label the HTTP counter.
-    routes = {dict(labels).get("route", "") for (name, labels) in after
-              if name == "rdev_http_requests_total"}
+    routes = {
+        dict(labels).get("route", "")
+        for (name, labels) in after
+        if name == "rdev_http_requests_total"
+    }
     assert not any(task_id in r or worker in r for r in routes for task_id in tasks)
 
 

@@ -41,13 +41,21 @@ def fake() -> Iterator[FakeWoodpecker]:
         yield f
 
 
-async def ci_project(client, fake: FakeWoodpecker, *, token: str | None = None,
-                     repo: str = REPO) -> dict[str, Any]:
+async def ci_project(
+    client, fake: FakeWoodpecker, *, token: str | None = None, repo: str = REPO
+) -> dict[str, Any]:
     p = await create_project(client)
-    r = await client.patch(f"/projects/{p['id']}", json={"ci": {
-        "provider": "woodpecker", "server_url": fake.url, "repo": repo,
-        "token": token or fake.token,
-    }})
+    r = await client.patch(
+        f"/projects/{p['id']}",
+        json={
+            "ci": {
+                "provider": "woodpecker",
+                "server_url": fake.url,
+                "repo": repo,
+                "token": token or fake.token,
+            }
+        },
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -57,9 +65,13 @@ async def ci_project(client, fake: FakeWoodpecker, *, token: str | None = None,
 
 async def test_list_pipelines_is_normalized_filtered_and_paged(client, fake):
     for n in range(1, 8):
-        fake.add_pipeline(REPO, sha(n), "main" if n % 2 else "dev",
-                          "success" if n < 7 else "running",
-                          event="push" if n != 4 else "tag")
+        fake.add_pipeline(
+            REPO,
+            sha(n),
+            "main" if n % 2 else "dev",
+            "success" if n < 7 else "running",
+            event="push" if n != 4 else "tag",
+        )
     fake.add_pipeline(REPO, sha(8), "main", "killed")
     fake.add_pipeline(REPO, sha(9), "main", "canceled")
     p = await ci_project(client, fake)
@@ -79,8 +91,7 @@ async def test_list_pipelines_is_normalized_filtered_and_paged(client, fake):
 
     pages = []
     for page in (1, 2, 3, 4):
-        r = await client.get(f"/projects/{p['id']}/pipelines",
-                             params={"page": page, "per_page": 3})
+        r = await client.get(f"/projects/{p['id']}/pipelines", params={"page": page, "per_page": 3})
         assert r.status_code == 200, r.text
         pages.append([i["number"] for i in r.json()])
     assert pages == [[9, 8, 7], [6, 5, 4], [3, 2, 1], []]
@@ -91,8 +102,10 @@ async def test_list_pipelines_is_normalized_filtered_and_paged(client, fake):
     assert [i["number"] for i in r.json()] == [4]
     r = await client.get(f"/projects/{p['id']}/pipelines", params={"status": "cancelled"})
     assert [i["number"] for i in r.json()] == [9, 8]
-    r = await client.get(f"/projects/{p['id']}/pipelines",
-                         params={"status": "success", "branch": "main", "per_page": 2})
+    r = await client.get(
+        f"/projects/{p['id']}/pipelines",
+        params={"status": "success", "branch": "main", "per_page": 2},
+    )
     assert [i["number"] for i in r.json()] == [5, 3]
 
     r = await client.get(f"/projects/{p['id']}/pipelines", params={"status": "greenish"})
@@ -103,8 +116,12 @@ async def test_list_pipelines_is_normalized_filtered_and_paged(client, fake):
 
 async def test_get_pipeline_by_number_and_latest_has_workflows_and_steps(client, fake):
     one = fake.add_pipeline(REPO, sha(1), "main", "running", steps=["clone", "test", "lint"])
-    fake.set_status(REPO, one.number, "failure", steps={"clone": "success", "test": "failure",
-                                                         "lint": "skipped"})
+    fake.set_status(
+        REPO,
+        one.number,
+        "failure",
+        steps={"clone": "success", "test": "failure", "lint": "skipped"},
+    )
     fake.add_pipeline(REPO, sha(2), "main", "pending", steps=["clone"])
     fake.add_pipeline(REPO, sha(3), "feature", "running")
     p = await ci_project(client, fake)
@@ -116,7 +133,9 @@ async def test_get_pipeline_by_number_and_latest_has_workflows_and_steps(client,
     assert got["finished_at"].endswith("Z")
     [wf] = got["workflows"]
     assert [(s["name"], s["state"]) for s in wf["steps"]] == [
-        ("clone", "success"), ("test", "failure"), ("lint", "skipped"),
+        ("clone", "success"),
+        ("test", "failure"),
+        ("lint", "skipped"),
     ]
     assert wf["steps"][1]["exit_code"] == 1
 
@@ -194,8 +213,9 @@ async def test_pipelines_need_a_read_scope_on_that_project(client, container, fa
     assert (await client.get(f"/projects/{p['id']}/pipelines", headers=h)).status_code == 403
     h = await make_token(container, ["builds:read"], [other["name"]])
     assert (await client.get(f"/projects/{p['id']}/pipelines/1", headers=h)).status_code == 403
-    assert (await client.get(f"/projects/{p['id']}/pipelines",
-                             headers={"Authorization": "Bearer nope"})).status_code == 401
+    assert (
+        await client.get(f"/projects/{p['id']}/pipelines", headers={"Authorization": "Bearer nope"})
+    ).status_code == 401
 
 
 # -- the linker --------------------------------------------------------------------------------
@@ -209,11 +229,14 @@ async def complete_pushed_build(
     wid = await register_worker(client)
     r = await client.post(f"/workers/{wid}/claim", json={"max_tasks": 1, "wait_seconds": 2})
     [task] = r.json()
-    r = await client.post(f"/workers/{wid}/complete/{task['task_id']}", json={
-        "lease_token": task["lease_token"],
-        "result": {"success": True, "output": "done", "commit_sha": commit},
-        "agent_info": {"pushed": pushed, "base_commit": sha("base")},
-    })
+    r = await client.post(
+        f"/workers/{wid}/complete/{task['task_id']}",
+        json={
+            "lease_token": task["lease_token"],
+            "result": {"success": True, "output": "done", "commit_sha": commit},
+            "agent_info": {"pushed": pushed, "base_commit": sha("base")},
+        },
+    )
     assert r.status_code == 200, r.text
     return b["task_id"]
 
@@ -230,14 +253,20 @@ async def wait_ci(client, task_id: str, pred, timeout: float = 15.0) -> dict[str
 
 
 async def test_linker_follows_the_pushed_commit_to_a_failed_pipeline_and_calls_back(
-    client, container, fake, receivers  # noqa: F811
+    client,
+    container,
+    fake,
+    receivers,  # noqa: F811
 ):
     receiver = await receivers(script=[200])
     p = await ci_project(client, fake)
     commit = sha("pushed")
     fake.add_pipeline(REPO, sha("older"), "main", "success")
     task_id = await complete_pushed_build(
-        client, p["name"], commit, callback_url=receiver.url("/ci"),
+        client,
+        p["name"],
+        commit,
+        callback_url=receiver.url("/ci"),
         events=["build.ci_passed", "build.ci_failed"],
     )
     ci = await wait_ci(client, task_id, lambda c: True)
@@ -272,24 +301,41 @@ async def test_linker_passes_a_green_pipeline_and_queues_ci_passed(client, conta
     commit = sha("green")
     fake.add_pipeline(REPO, commit, "main", "success", steps=["test"])
     task_id = await complete_pushed_build(
-        client, p["name"], commit, callback_url="http://127.0.0.1:9/hook",
+        client,
+        p["name"],
+        commit,
+        callback_url="http://127.0.0.1:9/hook",
         events=["build.ci_passed"],
     )
     ci = await wait_ci(client, task_id, lambda c: c["status"] == "success")
     assert ci["failed_steps"] == []
     async with container.db.read() as conn:
-        events = (await conn.execute(sa.text(
-            "SELECT d.event FROM webhook_deliveries d JOIN builds b ON b.id = d.build_id "
-            "WHERE b.task_id = :t"), {"t": task_id})).scalars().all()
+        events = (
+            (
+                await conn.execute(
+                    sa.text(
+                        "SELECT d.event FROM webhook_deliveries d JOIN builds b ON b.id = d.build_id "
+                        "WHERE b.task_id = :t"
+                    ),
+                    {"t": task_id},
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert events == ["build.ci_passed"]
 
 
 async def test_linker_gives_up_at_the_deadline(client, container, fake):
     container.pipelines.link_timeout = 0.6
     p = await ci_project(client, fake)
-    task_id = await complete_pushed_build(client, p["name"], sha("never-built"),
-                                          callback_url="http://127.0.0.1:9/hook",
-                                          events=["build.ci_passed", "build.ci_failed"])
+    task_id = await complete_pushed_build(
+        client,
+        p["name"],
+        sha("never-built"),
+        callback_url="http://127.0.0.1:9/hook",
+        events=["build.ci_passed", "build.ci_failed"],
+    )
     ci = await wait_ci(client, task_id, lambda c: c["status"] == "unknown")
     assert "deadline" in ci["reason"]
 
@@ -299,8 +345,11 @@ async def test_linker_gives_up_at_the_deadline(client, container, fake):
     ci = await wait_ci(client, task2, lambda c: c["status"] == "timeout")
     assert ci["pipeline_number"] is not None and ci["raw_status"] == "running"
     async with container.db.read() as conn:
-        n = (await conn.execute(sa.text("SELECT count(*) FROM webhook_deliveries WHERE "
-                                        "event LIKE 'build.ci_%'"))).scalar()
+        n = (
+            await conn.execute(
+                sa.text("SELECT count(*) FROM webhook_deliveries WHERE event LIKE 'build.ci_%'")
+            )
+        ).scalar()
         states = (await conn.execute(sa.text("SELECT state FROM ci_links"))).scalars().all()
     assert n == 0
     assert sorted(states) == ["gave_up", "gave_up"]
@@ -342,11 +391,14 @@ async def test_a_leased_link_is_not_claimed_twice(client, container, fake):
     assert len(first) == 1 and second == []
     # A linker that lost its lease writes nothing.
     lost = dataclasses.replace(first[0], lease=first[0].lease - timedelta(seconds=1))
-    ok = await a.record(lost, state="done", ci={"status": "x"}, next_check_at=lost.lease,
-                        checks=0)
+    ok = await a.record(lost, state="done", ci={"status": "x"}, next_check_at=lost.lease, checks=0)
     assert ok is False
-    assert await a.record(first[0], state="done", ci={"status": "x"},
-                          next_check_at=first[0].lease, checks=0) is True
+    assert (
+        await a.record(
+            first[0], state="done", ci={"status": "x"}, next_check_at=first[0].lease, checks=0
+        )
+        is True
+    )
 
 
 # -- the token stays secret --------------------------------------------------------------------
@@ -354,6 +406,7 @@ async def test_a_leased_link_is_not_claimed_twice(client, container, fake):
 
 async def _all_rows(container) -> list[tuple[str, str, Any]]:
     """(table, column, value) of every cell of every table in the database."""
+
     def tables(sync_conn: Any) -> list[str]:
         return sa.inspect(sync_conn).get_table_names()
 
@@ -384,9 +437,16 @@ async def test_ci_token_is_in_no_response_log_line_or_other_column(
     await wait_ci(client, task_id, lambda c: c["status"] == "failure")
 
     texts = []
-    for path in ("/projects", f"/projects/{p['id']}", f"/projects/{p['id']}/pipelines",
-                 f"/projects/{p['id']}/pipelines/latest", f"/builds/{task_id}", "/builds",
-                 f"/builds/{task_id}/events", "/openapi.json"):
+    for path in (
+        "/projects",
+        f"/projects/{p['id']}",
+        f"/projects/{p['id']}/pipelines",
+        f"/projects/{p['id']}/pipelines/latest",
+        f"/builds/{task_id}",
+        "/builds",
+        f"/builds/{task_id}/events",
+        "/openapi.json",
+    ):
         r = await client.get(path)
         assert r.status_code == 200, (path, r.text)
         texts.append(r.text)
@@ -394,8 +454,12 @@ async def test_ci_token_is_in_no_response_log_line_or_other_column(
     texts.append((await client.get(f"/projects/{p['id']}/pipelines")).text)
     fake.fail_next(500, f"boom {token}")
     texts.append((await client.get(f"/projects/{p['id']}/pipelines/1")).text)
-    patched = await client.patch(f"/projects/{p['id']}", json={"ci": {
-        "provider": "woodpecker", "server_url": "ftp://x", "repo": REPO, "token": token}})
+    patched = await client.patch(
+        f"/projects/{p['id']}",
+        json={
+            "ci": {"provider": "woodpecker", "server_url": "ftp://x", "repo": REPO, "token": token}
+        },
+    )
     assert patched.status_code == 422
     texts.append(patched.text)
     for text in texts:

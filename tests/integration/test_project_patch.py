@@ -42,7 +42,9 @@ async def test_patch_changes_only_the_fields_sent(client):
 
     got = (await client.get(f"/projects/{p['id']}")).json()
     assert (got["default_branch"], got["labels"], got["default_agent"]) == (
-        "develop", ["gpu", "big"], None,
+        "develop",
+        ["gpu", "big"],
+        None,
     )
 
 
@@ -80,15 +82,25 @@ async def test_git_credential_is_write_only_and_null_clears_it(client, container
 async def test_ci_settings_are_stored_apart_from_their_write_only_token(client, container):
     p = await create_project(client)
     assert p["ci"] == {"provider": "none", "server_url": None, "repo": None, "has_token": False}
-    r = await _patch(client, p, {"ci": {
-        "provider": "woodpecker", "server_url": "http://127.0.0.1:9/api/",
-        "repo": "acme/shop", "token": CI_TOKEN,
-    }})
+    r = await _patch(
+        client,
+        p,
+        {
+            "ci": {
+                "provider": "woodpecker",
+                "server_url": "http://127.0.0.1:9/api/",
+                "repo": "acme/shop",
+                "token": CI_TOKEN,
+            }
+        },
+    )
     assert r.status_code == 200, r.text
     assert CI_TOKEN not in r.text
     # The adapter's normalization is what is stored: no trailing '/api/'.
     assert r.json()["ci"] == {
-        "provider": "woodpecker", "server_url": "http://127.0.0.1:9", "repo": "acme/shop",
+        "provider": "woodpecker",
+        "server_url": "http://127.0.0.1:9",
+        "repo": "acme/shop",
         "has_token": True,
     }
     got = await client.get(f"/projects/{p['id']}")
@@ -107,8 +119,12 @@ async def test_ci_settings_are_stored_apart_from_their_write_only_token(client, 
 
     # provider none removes everything, token included.
     r = await _patch(client, p, {"ci": {"provider": "none"}})
-    assert r.json()["ci"] == {"provider": "none", "server_url": None, "repo": None,
-                              "has_token": False}
+    assert r.json()["ci"] == {
+        "provider": "none",
+        "server_url": None,
+        "repo": None,
+        "has_token": False,
+    }
     row = await _row(container, p["id"])
     assert row["ci_token"] is None
     assert "ci" not in (row["settings"] or {})
@@ -118,8 +134,10 @@ async def test_ci_settings_are_stored_apart_from_their_write_only_token(client, 
     ("ci", "field"),
     [
         ({"server_url": "ftp://ci.invalid", "repo": "a/b", "token": CI_TOKEN}, "ci.server_url"),
-        ({"server_url": f"https://u:{CI_TOKEN}@ci.invalid", "repo": "a/b", "token": CI_TOKEN},
-         "ci.server_url"),
+        (
+            {"server_url": f"https://u:{CI_TOKEN}@ci.invalid", "repo": "a/b", "token": CI_TOKEN},
+            "ci.server_url",
+        ),
         ({"server_url": "https://ci.invalid", "repo": "no-owner", "token": CI_TOKEN}, "ci.repo"),
         ({"server_url": "https://ci.invalid", "repo": "a/b"}, "ci.token"),
         ({"server_url": "https://ci.invalid", "repo": "a/b", "token": ""}, "ci.token"),

@@ -29,8 +29,11 @@ class AsgiEventStream:
 
     def __init__(self, app: Any, path: str, headers: dict[str, str] | None = None) -> None:
         self.app, self.path = app, path
-        self.headers = {"authorization": f"Bearer {ADMIN_TOKEN}",
-                        "accept": "text/event-stream", **(headers or {})}
+        self.headers = {
+            "authorization": f"Bearer {ADMIN_TOKEN}",
+            "accept": "text/event-stream",
+            **(headers or {}),
+        }
         self.status = 0
         self.ended = asyncio.Event()
         self._started = asyncio.Event()
@@ -43,11 +46,18 @@ class AsgiEventStream:
     async def __aenter__(self) -> AsgiEventStream:
         path, _, query = self.path.partition("?")
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
-            "query_string": query.encode(), "root_path": "",
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
             "headers": [(k.encode(), v.encode()) for k, v in self.headers.items()],
-            "client": ("127.0.0.1", 40000), "server": ("rdev.test", 80),
+            "client": ("127.0.0.1", 40000),
+            "server": ("rdev.test", 80),
         }
         sent_request = False
 
@@ -141,19 +151,27 @@ async def claim(client: httpx.AsyncClient, worker: str) -> str:
 
 
 async def append(client: httpx.AsyncClient, task_id: str, lease: str, *texts: str) -> int:
-    r = await client.post(f"/builds/{task_id}/logs",
-                          json={"lease_token": lease, "chunks": [{"text": t} for t in texts]})
+    r = await client.post(
+        f"/builds/{task_id}/logs",
+        json={"lease_token": lease, "chunks": [{"text": t} for t in texts]},
+    )
     assert r.status_code == 200, r.text
     return int(r.json()["last_seq"])
 
 
-async def complete(client: httpx.AsyncClient, worker: str, task_id: str, lease: str,
-                   success: bool = True) -> None:
+async def complete(
+    client: httpx.AsyncClient, worker: str, task_id: str, lease: str, success: bool = True
+) -> None:
     r = await client.post(
         f"/workers/{worker}/complete/{task_id}",
-        json={"lease_token": lease,
-              "result": {"success": success, "output": "done",
-                         "error": None if success else "agent exited 1"}},
+        json={
+            "lease_token": lease,
+            "result": {
+                "success": success,
+                "output": "done",
+                "error": None if success else "agent exited 1",
+            },
+        },
     )
     assert r.status_code == 200, r.text
 
@@ -266,8 +284,10 @@ async def test_status_event_when_cancel_is_requested_and_stream_ends_cancelled(
         assert ev.json() == {**ev.json(), "status": "running", "cancel_requested": True}
         r = await client.post(
             f"/workers/{worker}/complete/{task_id}",
-            json={"lease_token": lease,
-                  "result": {"success": False, "cancelled": True, "error": "cancelled"}},
+            json={
+                "lease_token": lease,
+                "result": {"success": False, "cancelled": True, "error": "cancelled"},
+            },
         )
         assert r.status_code == 200, r.text
         tail = await stream.rest()
@@ -292,11 +312,13 @@ async def test_stream_refuses_unknown_builds_missing_tokens_and_bad_ids(
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")
     task_id, _, _ = await start_build(client)
-    r = await client.get(f"/builds/{task_id}/logs",
-                         headers={"accept": "text/event-stream", "authorization": ""})
+    r = await client.get(
+        f"/builds/{task_id}/logs", headers={"accept": "text/event-stream", "authorization": ""}
+    )
     assert r.status_code == 401
-    r = await client.get(f"/builds/{task_id}/logs",
-                         headers={"accept": "text/event-stream", "last-event-id": "abc"})
+    r = await client.get(
+        f"/builds/{task_id}/logs", headers={"accept": "text/event-stream", "last-event-id": "abc"}
+    )
     assert r.status_code == 422
 
 

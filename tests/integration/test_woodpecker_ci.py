@@ -87,8 +87,9 @@ async def test_branch_event_and_status_filters_are_sent_to_the_server(fake, ci):
     fake.add_pipeline(REPO, sha(4), "dev", "success")
     got = await ci.list_pipelines(branch="dev", event="push", status="success")
     assert [p.number for p in got] == [4]
-    assert {"branch": "dev", "event": "push", "status": "success"}.items() <= \
-        list_params(fake)[-1].items()
+    assert {"branch": "dev", "event": "push", "status": "success"}.items() <= list_params(fake)[
+        -1
+    ].items()
     both = await ci.list_pipelines(event="push,manual", branch="dev")
     assert [p.number for p in both] == [4, 3, 2]
 
@@ -102,7 +103,12 @@ async def test_status_standing_for_several_woodpecker_values_merges_them_in_orde
     assert [p.number for p in page1] == [7, 5, 4]
     assert [p.number for p in page2] == [3, 1]
     assert [p.raw_status for p in page1 + page2] == [
-        "canceled", "killed", "declined", "canceled", "killed"]
+        "canceled",
+        "killed",
+        "declined",
+        "canceled",
+        "killed",
+    ]
     assert {q["status"] for q in list_params(fake)} == {"killed", "canceled", "declined"}
 
 
@@ -114,9 +120,14 @@ async def test_a_raw_woodpecker_status_is_accepted_as_filter(fake, ci):
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"status": "green"}, "status"), ({"per_page": 101}, "per_page"),
-     ({"per_page": 0}, "per_page"), ({"page": 0}, "page"), ({"event": "push;drop"}, "event"),
-     ({"status": "cancelled", "page": 6, "per_page": 100}, "page")],
+    [
+        ({"status": "green"}, "status"),
+        ({"per_page": 101}, "per_page"),
+        ({"per_page": 0}, "per_page"),
+        ({"page": 0}, "page"),
+        ({"event": "push;drop"}, "event"),
+        ({"status": "cancelled", "page": 6, "per_page": 100}, "page"),
+    ],
 )
 async def test_invalid_list_arguments_are_refused_before_any_request(fake, ci, kwargs, field):
     with pytest.raises(ValidationFailed) as err:
@@ -126,8 +137,13 @@ async def test_invalid_list_arguments_are_refused_before_any_request(fake, ci, k
 
 
 async def test_get_by_number_has_workflows_steps_and_web_url(fake, ci):
-    p = fake.add_pipeline(REPO, SHA, "main", "running",
-                          steps=[("clone", "success"), ("test", "running"), ("deploy", "pending")])
+    p = fake.add_pipeline(
+        REPO,
+        SHA,
+        "main",
+        "running",
+        steps=[("clone", "success"), ("test", "running"), ("deploy", "pending")],
+    )
     repo_id = fake.add_repo(REPO).id
     got = await ci.get_pipeline(p.number)
     assert got.commit_sha == SHA and got.branch == "main" and got.event == "push"
@@ -136,8 +152,10 @@ async def test_get_by_number_has_workflows_steps_and_web_url(fake, ci):
     [wf] = got.workflows
     assert (wf.name, wf.state) == ("ci", "running")
     assert [(s.name, s.state, s.raw_state) for s in wf.steps] == [
-        ("clone", "success", "success"), ("test", "running", "running"),
-        ("deploy", "pending", "pending")]
+        ("clone", "success", "success"),
+        ("test", "running", "running"),
+        ("deploy", "pending", "pending"),
+    ]
     assert wf.steps[0].started_at is not None and wf.steps[2].started_at is None
     assert (await ci.get_pipeline(str(p.number))).number == p.number
     listed = await ci.list_pipelines()
@@ -164,7 +182,9 @@ async def test_pipeline_states_follow_the_server_over_time(fake, ci):
     assert (done.status, done.raw_status) == ("failure", "failure")
     assert done.finished_at is not None
     assert [(s.state, s.exit_code) for s in done.workflows[0].steps] == [
-        ("success", 0), ("failure", 1)]
+        ("success", 0),
+        ("failure", 1),
+    ]
 
 
 def test_every_spec_status_value_has_a_mapping():
@@ -176,9 +196,12 @@ async def test_every_woodpecker_status_maps_to_a_normalized_state(fake, ci, raw)
     p = fake.add_pipeline(REPO, SHA, "main", raw, steps=[("s", raw)])
     got = await ci.get_pipeline(p.number)
     [listed] = await ci.list_pipelines()
-    for status, kept in ((got.status, got.raw_status), (listed.status, listed.raw_status),
-                         (got.workflows[0].state, got.workflows[0].raw_state),
-                         (got.workflows[0].steps[0].state, got.workflows[0].steps[0].raw_state)):
+    for status, kept in (
+        (got.status, got.raw_status),
+        (listed.status, listed.raw_status),
+        (got.workflows[0].state, got.workflows[0].raw_state),
+        (got.workflows[0].steps[0].state, got.workflows[0].steps[0].raw_state),
+    ):
         assert status == EXPECTED_STATE[raw] and status in CI_STATES
         assert kept == raw
 
@@ -317,16 +340,20 @@ async def test_injected_client_and_api_suffix_in_server_url_work(fake):
     fake.add_pipeline(REPO, SHA, "main", "success")
     async with httpx.AsyncClient() as client:
         ci = build_ci_provider(
-            CISettings("woodpecker", fake.url + "/api/", REPO, fake.token), client=client)
+            CISettings("woodpecker", fake.url + "/api/", REPO, fake.token), client=client
+        )
         assert [p.number for p in await ci.list_pipelines()] == [1]
         assert ci.server_url == fake.url
 
 
 @pytest.mark.parametrize(
     ("server", "repo", "token", "field"),
-    [("ftp://ci", REPO, "t0ken", "server_url"), ("http://", REPO, "t0ken", "server_url"),
-     ("http://ci", "app", "t0ken", "repo"),
-     ("http://ci", REPO, "", "token")],
+    [
+        ("ftp://ci", REPO, "t0ken", "server_url"),
+        ("http://", REPO, "t0ken", "server_url"),
+        ("http://ci", "app", "t0ken", "repo"),
+        ("http://ci", REPO, "", "token"),
+    ],
 )
 def test_bad_configuration_is_refused(server, repo, token, field):
     with pytest.raises(ValidationFailed) as err:

@@ -34,9 +34,20 @@ def test_spec_valid_requests_leave_no_violations(loose):
     rid = repo_id(loose)
     assert get(loose, f"/api/repos/lookup/{REPO}").json()["id"] == rid
     assert get(loose, f"/api/repos/{rid}").status_code == 200
-    assert get(loose, f"/api/repos/{rid}/pipelines", page="1", perPage="5",
-               branch="main", event="push", status="success", ref="main",
-               after="2000-01-01T00:00:00Z").status_code == 200
+    assert (
+        get(
+            loose,
+            f"/api/repos/{rid}/pipelines",
+            page="1",
+            perPage="5",
+            branch="main",
+            event="push",
+            status="success",
+            ref="main",
+            after="2000-01-01T00:00:00Z",
+        ).status_code
+        == 200
+    )
     assert get(loose, f"/api/repos/{rid}/pipelines/1").json()["workflows"][0]["children"]
     assert get(loose, f"/api/repos/{rid}/pipelines/latest").status_code == 200
     assert loose.violations == []
@@ -85,14 +96,17 @@ def test_list_caps_per_page_at_50_and_omits_workflows(loose):
     assert all("workflows" not in i for i in items)
 
 
-@pytest.mark.parametrize("params", [{"event": "push,nope"}, {"status": "green"},
-                                    {"before": "yesterday"}])
+@pytest.mark.parametrize(
+    "params", [{"event": "push,nope"}, {"status": "green"}, {"before": "yesterday"}]
+)
 def test_bad_filter_values_get_400_like_woodpecker(loose, params):
     resp = get(loose, f"/api/repos/{repo_id(loose)}/pipelines", **params)
     assert resp.status_code == 400 and loose.violations == []
 
 
 def test_violations_fail_the_context_on_exit():
-    with pytest.raises(AssertionError, match="violating the Woodpecker spec"), \
-            running_fake_woodpecker() as fake:
+    with (
+        pytest.raises(AssertionError, match="violating the Woodpecker spec"),
+        running_fake_woodpecker() as fake,
+    ):
         httpx.get(f"{fake.url}/api/nowhere", headers={"Authorization": "Bearer x"})

@@ -24,8 +24,10 @@ class ApiClient:
         self._scrub = SecretScrubber([conn.token])
         self.http = httpx.Client(
             base_url=conn.server,
-            headers={"Authorization": f"Bearer {conn.token}",
-                     "User-Agent": f"rdev-client/{__version__}"},
+            headers={
+                "Authorization": f"Bearer {conn.token}",
+                "User-Agent": f"rdev-client/{__version__}",
+            },
             timeout=httpx.Timeout(timeout, read=max(timeout, 65.0)),
         )
 
@@ -50,8 +52,9 @@ class ApiClient:
         try:
             return r.json()
         except ValueError:
-            raise ClientError(f"the server answered {path} with something that is not JSON "
-                              f"(HTTP {r.status_code})") from None
+            raise ClientError(
+                f"the server answered {path} with something that is not JSON (HTTP {r.status_code})"
+            ) from None
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)
@@ -62,8 +65,9 @@ class ApiClient:
     def _unreachable(self, exc: Exception) -> ClientError:
         reason = str(exc) or type(exc).__name__
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-            return ClientError(f"cannot reach the rdev server at {self.conn.server}: "
-                               f"{self._scrub.scrub(reason)}")
+            return ClientError(
+                f"cannot reach the rdev server at {self.conn.server}: {self._scrub.scrub(reason)}"
+            )
         return ClientError(f"connection to {self.conn.server} failed: {self._scrub.scrub(reason)}")
 
     def raise_for_problem(self, r: httpx.Response) -> None:
@@ -81,8 +85,10 @@ class ApiClient:
         detail = self._scrub.scrub(" ".join(detail.split()))
         code = r.status_code
         if code == 401:
-            msg = (f"the server rejected the token (401 Unauthorized): {detail}; "
-                   "run `rdev login` or pass --token")
+            msg = (
+                f"the server rejected the token (401 Unauthorized): {detail}; "
+                "run `rdev login` or pass --token"
+            )
         elif code == 403:
             msg = f"forbidden (403): {detail}"
         elif code == 404:

@@ -35,13 +35,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 ServerOpt = Annotated[
     str | None,
-    typer.Option("--server", envvar="RDEV_SERVER", show_envvar=True,
-                 help="Server URL (default: from `rdev login`)."),
+    typer.Option(
+        "--server",
+        envvar="RDEV_SERVER",
+        show_envvar=True,
+        help="Server URL (default: from `rdev login`).",
+    ),
 ]
 TokenOpt = Annotated[
     str | None,
-    typer.Option("--token", envvar="RDEV_TOKEN", show_envvar=True, show_default=False,
-                 help="API token (default: from `rdev login`)."),
+    typer.Option(
+        "--token",
+        envvar="RDEV_TOKEN",
+        show_envvar=True,
+        show_default=False,
+        help="API token (default: from `rdev login`).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, for scripts.")]
 
@@ -93,8 +102,9 @@ def api_for(server: str | None, token: str | None) -> ApiClient:
 def login(server: ServerOpt = None, token: TokenOpt = None) -> None:
     """Check a server URL and token, then save them (mode 600) for the other commands."""
     saved = load_file()
-    server = server or typer.prompt("Server URL", default=saved.get("server")
-                                    or "http://127.0.0.1:8080")
+    server = server or typer.prompt(
+        "Server URL", default=saved.get("server") or "http://127.0.0.1:8080"
+    )
     token = token or typer.prompt("API token", hide_input=True)
     conn = Connection(normalise_server(server), token.strip())
     with ApiClient(conn) as api:
@@ -135,17 +145,21 @@ def watch(api: ApiClient, build: dict[str, Any], as_json: bool, since: int = 0) 
     elif out.is_terminal:
         with Live(line, console=out, refresh_per_second=4, transient=True) as live:
             final = api.follow(
-                task_id, since=since,
-                on_log=lambda c: render.print_log(live.console, c), on_status=line.update,
+                task_id,
+                since=since,
+                on_log=lambda c: render.print_log(live.console, c),
+                on_status=line.update,
             )
         out.print(render.final_line(final))
     else:
+
         def status(d: dict[str, Any]) -> None:
             line.update(d)
             err.print(line.__rich__(), markup=False, highlight=False)
 
-        final = api.follow(task_id, since=since,
-                           on_log=lambda c: render.print_log(out, c), on_status=status)
+        final = api.follow(
+            task_id, since=since, on_log=lambda c: render.print_log(out, c), on_status=status
+        )
         err.print(render.final_line(final))
     return 0 if succeeded(final) else 1
 
@@ -188,10 +202,19 @@ def build_submit(
         prompt = text
     if not prompt or not prompt.strip():
         raise ClientError("a prompt is required: --prompt TEXT or --prompt-file PATH")
-    body: dict[str, Any] = {"prompt": prompt, "auto_commit": auto_commit or auto_push,
-                            "auto_push": auto_push}
-    optional = {"template": template, "agent": agent, "model": model, "branch": branch,
-                "callback_url": callback_url, "timeout_seconds": timeout}
+    body: dict[str, Any] = {
+        "prompt": prompt,
+        "auto_commit": auto_commit or auto_push,
+        "auto_push": auto_push,
+    }
+    optional = {
+        "template": template,
+        "agent": agent,
+        "model": model,
+        "branch": branch,
+        "callback_url": callback_url,
+        "timeout_seconds": timeout,
+    }
     body.update({k: v for k, v in optional.items() if v is not None})
     if var:
         body["variables"] = parse_vars(var)
@@ -205,12 +228,16 @@ def build_submit(
             if as_json:
                 emit_json(accepted)
             else:
-                Console().print(f"submitted build {task_id} ({accepted['status']})",
-                                markup=False, highlight=False)
+                Console().print(
+                    f"submitted build {task_id} ({accepted['status']})",
+                    markup=False,
+                    highlight=False,
+                )
             return
         if not as_json:
-            stderr_console().print(f"submitted build {task_id}; following its log",
-                                   markup=False, highlight=False)
+            stderr_console().print(
+                f"submitted build {task_id}; following its log", markup=False, highlight=False
+            )
         code = watch(api, api.get(f"/builds/{task_id}"), as_json)
     raise typer.Exit(code)
 
@@ -244,8 +271,12 @@ def build_show(
         for e in events:
             who = render.safe(e.get("actor"))
             why = render.safe(e.get("reason") or "")
-            out.print(Text(f"  {render.safe(e.get('at'))}  {e.get('from') or '-'} → "
-                           f"{e.get('to')}  {who}  {why}"))
+            out.print(
+                Text(
+                    f"  {render.safe(e.get('at'))}  {e.get('from') or '-'} → "
+                    f"{e.get('to')}  {who}  {why}"
+                )
+            )
 
 
 @build_app.command("logs")
@@ -266,8 +297,9 @@ def build_logs(
             build = api.get(f"/builds/{task_id}")
             if as_json:
                 chunks: list[dict[str, Any]] = []
-                final = api.follow(task_id, since=since, on_log=chunks.append,
-                                   on_status=lambda d: None)
+                final = api.follow(
+                    task_id, since=since, on_log=chunks.append, on_status=lambda d: None
+                )
                 emit_json({"task_id": task_id, "chunks": chunks, "build": final})
                 raise typer.Exit(0 if succeeded(final) else 1)
             raise typer.Exit(watch(api, build, False, since=since))
@@ -337,8 +369,9 @@ def builds_list(
 # -- projects and workers ------------------------------------------------------------------
 @projects_app.command("list")
 @one_line_errors
-def projects_list(server: ServerOpt = None, token: TokenOpt = None,
-                  as_json: JsonOpt = False) -> None:
+def projects_list(
+    server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
     """Projects this token may see."""
     with api_for(server, token) as api:
         items = api.get("/projects")
@@ -360,8 +393,10 @@ def projects_create(
     ] = None,
     git_credential_env: Annotated[
         str | None,
-        typer.Option(help="Name of an environment variable holding the repo credential "
-                          "(kept off the command line)."),
+        typer.Option(
+            help="Name of an environment variable holding the repo credential "
+            "(kept off the command line)."
+        ),
     ] = None,
     server: ServerOpt = None,
     token: TokenOpt = None,
@@ -370,8 +405,12 @@ def projects_create(
     """Register a git repository as a project."""
     import os
 
-    body: dict[str, Any] = {"name": name, "repo_url": repo_url,
-                            "default_branch": default_branch, "labels": label or []}
+    body: dict[str, Any] = {
+        "name": name,
+        "repo_url": repo_url,
+        "default_branch": default_branch,
+        "labels": label or [],
+    }
     if default_agent:
         body["default_agent"] = default_agent
     if git_credential_env:
@@ -384,14 +423,18 @@ def projects_create(
     if as_json:
         emit_json(project)
         return
-    Console().print(f"created project {render.safe(project['name'])} ({project['id']})",
-                    markup=False, highlight=False)
+    Console().print(
+        f"created project {render.safe(project['name'])} ({project['id']})",
+        markup=False,
+        highlight=False,
+    )
 
 
 @workers_app.command("list")
 @one_line_errors
-def workers_list(server: ServerOpt = None, token: TokenOpt = None,
-                 as_json: JsonOpt = False) -> None:
+def workers_list(
+    server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
     """Workers with their online state and current builds."""
     with api_for(server, token) as api:
         items = api.get("/workers")

@@ -73,14 +73,19 @@ def build_duration(b: dict[str, Any]) -> str:
 def builds_table(items: list[dict[str, Any]]) -> Table:
     t = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("TASK ID", "PROJECT", "STATUS", "AGENT", "CREATED", "DURATION", "PROMPT"):
-        t.add_column(col, overflow="fold" if col == "TASK ID" else "ellipsis",
-                     no_wrap=col != "TASK ID")
+        t.add_column(
+            col, overflow="fold" if col == "TASK ID" else "ellipsis", no_wrap=col != "TASK ID"
+        )
     for b in items:
         prompt = safe((b.get("spec") or {}).get("prompt", "")).replace("\n", " ")
         t.add_row(
-            b["task_id"], safe(b.get("project")), status_text(b["status"]),
-            safe((b.get("spec") or {}).get("agent") or "-"), ago(b.get("created_at")),
-            build_duration(b), Text(prompt[:60]),
+            b["task_id"],
+            safe(b.get("project")),
+            status_text(b["status"]),
+            safe((b.get("spec") or {}).get("agent") or "-"),
+            ago(b.get("created_at")),
+            build_duration(b),
+            Text(prompt[:60]),
         )
     return t
 
@@ -90,9 +95,14 @@ def projects_table(items: list[dict[str, Any]]) -> Table:
     for col in ("NAME", "ID", "REPOSITORY", "BRANCH", "AGENT", "CREDENTIAL"):
         t.add_column(col)
     for p in items:
-        t.add_row(safe(p["name"]), p["id"], safe(p["repo_url"]), safe(p["default_branch"]),
-                  safe(p.get("default_agent") or "-"),
-                  "yes" if p.get("has_git_credential") else "no")
+        t.add_row(
+            safe(p["name"]),
+            p["id"],
+            safe(p["repo_url"]),
+            safe(p["default_branch"]),
+            safe(p.get("default_agent") or "-"),
+            "yes" if p.get("has_git_credential") else "no",
+        )
     return t
 
 
@@ -102,10 +112,15 @@ def workers_table(items: list[dict[str, Any]]) -> Table:
         t.add_column(col)
     for w in items:
         state = Text("online", style="green") if w.get("online") else Text("offline", style="dim")
-        t.add_row(safe(w["name"]), state, safe(",".join(w.get("agents") or [])) or "-",
-                  safe(",".join(w.get("labels") or [])) or "-", str(w.get("slots", "")),
-                  safe(" ".join(w.get("current_tasks") or [])) or "-",
-                  ago(w.get("last_heartbeat_at")))
+        t.add_row(
+            safe(w["name"]),
+            state,
+            safe(",".join(w.get("agents") or [])) or "-",
+            safe(",".join(w.get("labels") or [])) or "-",
+            str(w.get("slots", "")),
+            safe(" ".join(w.get("current_tasks") or [])) or "-",
+            ago(w.get("last_heartbeat_at")),
+        )
     return t
 
 
@@ -138,9 +153,17 @@ def build_details(b: dict[str, Any]) -> Table:
             rows.append(("Commit", safe(result["commit_sha"])))
         files = result.get("files_changed") or []
         if files:
-            rows.append(("Files", Text("\n".join(
-                f"{safe(f.get('change', '?'))[:1].upper()} {safe(f.get('path'))}" for f in files
-            ))))
+            rows.append(
+                (
+                    "Files",
+                    Text(
+                        "\n".join(
+                            f"{safe(f.get('change', '?'))[:1].upper()} {safe(f.get('path'))}"
+                            for f in files
+                        )
+                    ),
+                )
+            )
     rows.append(("Prompt", Text(safe(b.get("rendered_prompt") or spec.get("prompt", "")))))
     for k, v in rows:
         t.add_row(k, v if isinstance(v, Text) else Text(str(v)))
@@ -191,5 +214,9 @@ class StatusLine:
 def print_log(console: Console, chunk: dict[str, Any]) -> None:
     text = safe(chunk.get("text", ""))
     style = "red" if chunk.get("stream") == "err" else None
-    console.print(Text(text.removesuffix("\n"), style=style or ""), markup=False,
-                  highlight=False, soft_wrap=True)
+    console.print(
+        Text(text.removesuffix("\n"), style=style or ""),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )

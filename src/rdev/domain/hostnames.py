@@ -86,9 +86,7 @@ def _normalize_label(label: str, name: str) -> tuple[str, str]:
     if label.isascii():
         alabel = label.lower()
         if not _LDH.match(alabel):
-            raise _fail(
-                f"label {label!r} may hold only letters, digits and hyphens (RFC 1123)"
-            )
+            raise _fail(f"label {label!r} may hold only letters, digits and hyphens (RFC 1123)")
     else:
         alabel = _to_alabel(label)
     if len(alabel) > MAX_LABEL:

@@ -292,8 +292,11 @@ class DomainService:
         try:
             await self.dns.remove_cname(alias, canonical)
         except DNSError as exc:
-            log.error("alias left in DNS without a row; run 'rdev domains reconcile'",
-                      domain=alias, error=str(exc))
+            log.error(
+                "alias left in DNS without a row; run 'rdev domains reconcile'",
+                domain=alias,
+                error=str(exc),
+            )
         await self._release(row)
 
     # -- removing -----------------------------------------------------------------------
@@ -316,9 +319,7 @@ class DomainService:
             await self.dns.remove_cname(row["domain"], row["target"])
         except DNSError as exc:
             await self.store.set_state(row["id"], previous, expect="deleting")
-            raise UpstreamFailed(
-                f"the DNS update failed, the alias was kept: {exc}"
-            ) from None
+            raise UpstreamFailed(f"the DNS update failed, the alias was kept: {exc}") from None
         await self.store.delete(row["id"])
 
     async def release_dns(self, rows: list[dict[str, Any]]) -> None:
@@ -330,8 +331,11 @@ class DomainService:
             try:
                 await self.dns.remove_cname(row["domain"], row["target"])
             except DNSError as exc:
-                log.error("alias of a deleted project left in DNS; remove it by hand",
-                          domain=row["domain"], error=str(exc))
+                log.error(
+                    "alias of a deleted project left in DNS; remove it by hand",
+                    domain=row["domain"],
+                    error=str(exc),
+                )
 
     # -- reconcile ----------------------------------------------------------------------
 
@@ -345,7 +349,8 @@ class DomainService:
         if self.dns.name == "none":
             return DriftReport(provider="none", checked=0)
         rows = [
-            r for r in await self.store.list(states=["active", "pending"])
+            r
+            for r in await self.store.list(states=["active", "pending"])
             if r["state"] == "active" or self._is_stale(r)
         ]
         expected = {r["domain"]: r["target"] for r in rows}
@@ -353,8 +358,10 @@ class DomainService:
         unsettled = {d.alias for d in drifts if not d.fixed}
         activated = []
         for r in rows:
-            if r["state"] == "pending" and r["domain"] not in unsettled and (
-                await self.store.set_state(r["id"], "active", expect="pending")
+            if (
+                r["state"] == "pending"
+                and r["domain"] not in unsettled
+                and (await self.store.set_state(r["id"], "active", expect="pending"))
             ):
                 activated.append(r["domain"])
         return DriftReport(
@@ -377,7 +384,9 @@ class DomainService:
             project_id=project.id,
             project_name=project.name,
             canonical=Hostname(
-                domain=canonical, unicode=_unicode_of(canonical), kind="canonical",
+                domain=canonical,
+                unicode=_unicode_of(canonical),
+                kind="canonical",
                 state="active",
             ),
             aliases=[_alias_view(r) for r in sorted(rows, key=lambda r: r["domain"])],

@@ -141,8 +141,10 @@ class PipelineService:
             key: patch[key] if patch.get(key) is not None else (current.get(key) if same else None)
             for key in ("server_url", "repo")
         }
-        token = patch.get("token") if patch.get("token") is not None else (
-            row.get("ci_token") if same else None
+        token = (
+            patch.get("token")
+            if patch.get("token") is not None
+            else (row.get("ci_token") if same else None)
         )
         try:
             built = self.provider_factory(
@@ -157,8 +159,12 @@ class PipelineService:
         # The adapter normalizes (trailing '/' or '/api' removed, repo stripped): store that.
         server_url = getattr(built, "server_url", merged["server_url"])
         repo = getattr(built, "repo_full_name", merged["repo"])
-        stored = {"provider": provider, "server_url": server_url, "repo": repo,
-                  "has_token": bool(token)}
+        stored = {
+            "provider": provider,
+            "server_url": server_url,
+            "repo": repo,
+            "has_token": bool(token),
+        }
         return stored, token
 
     # -- the proxy ------------------------------------------------------------------------------
@@ -191,8 +197,10 @@ class PipelineService:
             raise CINotConfigured(
                 f"project {row['name']!r} has no CI configured; configure CI with "
                 "PATCH /projects/{id} {ci: ...}",
-                extra={"hint": 'PATCH /projects/{id} {"ci": {"provider": "woodpecker", '
-                       '"server_url": "...", "repo": "owner/name", "token": "..."}}'},
+                extra={
+                    "hint": 'PATCH /projects/{id} {"ci": {"provider": "woodpecker", '
+                    '"server_url": "...", "repo": "owner/name", "token": "..."}}'
+                },
             )
         return provider
 
@@ -201,8 +209,9 @@ class PipelineService:
         if (ci.get("provider") or "none") == "none":
             return None
         return self.provider_factory(
-            CISettings(ci["provider"], ci.get("server_url") or "", ci.get("repo") or "",
-                       token or ""),
+            CISettings(
+                ci["provider"], ci.get("server_url") or "", ci.get("repo") or "", token or ""
+            ),
             self.http_timeout,
         )
 
@@ -297,23 +306,36 @@ class PipelineService:
         if pipeline.status in TERMINAL:
             event = "build.ci_passed" if pipeline.status in PASSED else "build.ci_failed"
             await self._finish(work, ci, event)
-            log.info("ci result", task_id=work.task_id, pipeline=pipeline.number,
-                     status=pipeline.status, ci_event=event)
+            log.info(
+                "ci result",
+                task_id=work.task_id,
+                pipeline=pipeline.number,
+                status=pipeline.status,
+                ci_event=event,
+            )
             return
         await self._again_or_give_up(work, ci, now, changed=changed, state="following")
 
     async def _again_or_give_up(
-        self, work: Any, ci: dict[str, Any], now: datetime, *, changed: bool,
+        self,
+        work: Any,
+        ci: dict[str, Any],
+        now: datetime,
+        *,
+        changed: bool,
         state: str | None = None,
     ) -> None:
         state = state or work.state
         if now >= work.deadline_at:
             if state == "searching":
-                ci.update(status="unknown",
-                          reason="no CI pipeline for the commit was found before the deadline")
+                ci.update(
+                    status="unknown",
+                    reason="no CI pipeline for the commit was found before the deadline",
+                )
             else:
-                ci.update(status="timeout",
-                          reason="the CI pipeline did not finish before the deadline")
+                ci.update(
+                    status="timeout", reason="the CI pipeline did not finish before the deadline"
+                )
             log.info("ci link gave up", task_id=work.task_id, status=ci["status"])
             await self._finish(work, ci, None)
             return
@@ -325,8 +347,12 @@ class PipelineService:
 
     async def _finish(self, work: Any, ci: dict[str, Any], event: str | None) -> None:
         await self.links.record(
-            work, state="done" if event else "gave_up", ci=ci, next_check_at=_now(),
-            checks=work.checks, event=event,
+            work,
+            state="done" if event else "gave_up",
+            ci=ci,
+            next_check_at=_now(),
+            checks=work.checks,
+            event=event,
         )
 
 
@@ -344,10 +370,7 @@ def _ci_json(provider: str, commit_sha: str, status: str) -> dict[str, Any]:
 
 def _pipeline_fields(p: Pipeline) -> dict[str, Any]:
     failed = [
-        step.name
-        for wf in p.workflows
-        for step in wf.steps
-        if step.state in FAILED_STEP_STATES
+        step.name for wf in p.workflows for step in wf.steps if step.state in FAILED_STEP_STATES
     ]
     return {
         "pipeline_number": p.number,

@@ -94,8 +94,10 @@ class ProjectService:
         secret = None
         if changes.get("rotate_webhook_secret"):
             if self.new_webhook_secret is None:
-                raise ValidationFailed("webhook secrets are not available on this server",
-                                       field="rotate_webhook_secret")
+                raise ValidationFailed(
+                    "webhook secrets are not available on this server",
+                    field="rotate_webhook_secret",
+                )
             secret = values["webhook_secret"] = self.new_webhook_secret()
         if values:
             project = await self.store.update(project.id, **values)

@@ -97,9 +97,7 @@ class ClaudeCodeAgent:
             return argv, request.prompt.encode()
         return [*argv, "--", request.prompt], None
 
-    async def run(
-        self, request: AgentRequest, log: LogSink, cancel: asyncio.Event
-    ) -> AgentResult:
+    async def run(self, request: AgentRequest, log: LogSink, cancel: asyncio.Event) -> AgentResult:
         reason = self.availability()
         if reason:
             return AgentResult(success=False, error=reason)

@@ -43,9 +43,7 @@ class CommandAgent:
             return "no command configured (set RDEV_COMMAND_AGENT)"
         return None
 
-    async def run(
-        self, request: AgentRequest, log: LogSink, cancel: asyncio.Event
-    ) -> AgentResult:
+    async def run(self, request: AgentRequest, log: LogSink, cancel: asyncio.Event) -> AgentResult:
         reason = self.availability()
         if reason:
             return AgentResult(success=False, error=reason)

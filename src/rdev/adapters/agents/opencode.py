@@ -190,9 +190,7 @@ class OpenCodeAgent:
 
     # --- running -------------------------------------------------------------------------
 
-    async def run(
-        self, request: AgentRequest, log: LogSink, cancel: asyncio.Event
-    ) -> AgentResult:
+    async def run(self, request: AgentRequest, log: LogSink, cancel: asyncio.Event) -> AgentResult:
         model = request.model or self.model
         reason = self._check(model)
         if reason or not model:

@@ -51,9 +51,7 @@ class ProcessOutcome:
     start_error: str | None = None
 
 
-def minimal_env(
-    home: Path, tmpdir: Path, extra: Mapping[str, str] | None = None
-) -> dict[str, str]:
+def minimal_env(home: Path, tmpdir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The ``env -i`` style environment: PATH, HOME, TMPDIR, TERM=dumb, a UTF-8 locale,
     then ``extra`` (which wins)."""
     env = {

@@ -22,9 +22,7 @@ def build_agents(
     allow = settings.agent_env_allowlist
     agents: dict[str, CodeAgent] = {}
     if settings.command_agent:
-        agents["command"] = CommandAgent(
-            settings.command_agent, env_allowlist=allow, base_env=env
-        )
+        agents["command"] = CommandAgent(settings.command_agent, env_allowlist=allow, base_env=env)
     agents["claude-code"] = ClaudeCodeAgent(settings.claude_bin, allow, env)
     agents["opencode"] = OpenCodeAgent(
         settings.opencode_bin,

@@ -95,9 +95,7 @@ class WoodpeckerCI:
             )
         repo = (repo_full_name or "").strip().strip("/")
         if not _REPO_NAME.match(repo):
-            raise ValidationFailed(
-                "CI repository must be given as 'owner/name'", field="repo"
-            )
+            raise ValidationFailed("CI repository must be given as 'owner/name'", field="repo")
         if not token:
             raise ValidationFailed("CI token is required", field="token")
         self.server_url = server
@@ -146,14 +144,17 @@ class WoodpeckerCI:
             if stop > MAX_MERGED_DEPTH:
                 raise ValidationFailed(
                     f"status={status} lists only the {MAX_MERGED_DEPTH} newest pipelines; "
-                    "filter by one Woodpecker status (" + ", ".join(raw_statuses)
+                    "filter by one Woodpecker status ("
+                    + ", ".join(raw_statuses)
                     + ") to page further",
                     field="page",
                 )
             # One server-filtered stream per raw status; the first `stop` of each suffice.
             streams = await asyncio.gather(
-                *(self._fetch_slice(repo_id, {**params, "status": s}, 0, stop)
-                  for s in raw_statuses)
+                *(
+                    self._fetch_slice(repo_id, {**params, "status": s}, 0, stop)
+                    for s in raw_statuses
+                )
             )
             merged = heapq.merge(*streams, key=lambda p: -int(p["number"]))
             items = list(merged)[start:stop]
@@ -167,7 +168,8 @@ class WoodpeckerCI:
         data = await self._get_json(
             f"/api/repos/{repo_id}/pipelines/{key}",
             not_found=(
-                "the CI repository has no pipeline yet" if key == "latest"
+                "the CI repository has no pipeline yet"
+                if key == "latest"
                 else f"CI pipeline {key} not found"
             ),
             repo_scoped=True,
@@ -247,8 +249,11 @@ class WoodpeckerCI:
         """Items ``[start, stop)`` of the filtered, newest-first list."""
         size = stop - start
         # One request when our page lines up with a Woodpecker page, else 50-item pages.
-        wp_size = size if size <= WOODPECKER_MAX_PER_PAGE and start % size == 0 \
+        wp_size = (
+            size
+            if size <= WOODPECKER_MAX_PER_PAGE and start % size == 0
             else WOODPECKER_MAX_PER_PAGE
+        )
         first, last = start // wp_size + 1, (stop - 1) // wp_size + 1
         items: list[dict[str, Any]] = []
         for page_no in range(first, last + 1):
@@ -269,7 +274,8 @@ class WoodpeckerCI:
             bad_request=(
                 "Woodpecker rejected the pipeline filters; event must be one of "
                 + ", ".join(WOODPECKER_EVENTS)
-                if "event" in params else None
+                if "event" in params
+                else None
             ),
             repo_scoped=True,
         )
@@ -298,13 +304,13 @@ class WoodpeckerCI:
                     )
         except (TimeoutError, httpx.TimeoutException):
             raise UpstreamTimeout(
-                self._scrub(f"CI server {self._server_shown} did not answer within "
-                            f"{self._timeout:g} s")
+                self._scrub(
+                    f"CI server {self._server_shown} did not answer within {self._timeout:g} s"
+                )
             ) from None
         except httpx.HTTPError as exc:
             raise UpstreamFailed(
-                self._scrub(f"CI server {self._server_shown} is unreachable "
-                            f"({type(exc).__name__})")
+                self._scrub(f"CI server {self._server_shown} is unreachable ({type(exc).__name__})")
             ) from None
         code = resp.status_code
         if code == 200:
@@ -323,9 +329,7 @@ class WoodpeckerCI:
             if bad_request:
                 raise ValidationFailed(self._scrub(bad_request), field="event")
             raise UpstreamFailed("CI server rejected the request as malformed (HTTP 400)")
-        raise UpstreamFailed(
-            self._scrub(f"CI server {self._server_shown} answered HTTP {code}")
-        )
+        raise UpstreamFailed(self._scrub(f"CI server {self._server_shown} answered HTTP {code}"))
 
     @asynccontextmanager
     async def _http(self) -> AsyncIterator[httpx.AsyncClient]:
@@ -360,8 +364,9 @@ def _raw_statuses(status: str | None) -> list[str]:
 
 def _pipeline_key(number: int | str) -> str:
     if isinstance(number, bool):
-        raise ValidationFailed("pipeline number must be a positive integer or 'latest'",
-                               field="number")
+        raise ValidationFailed(
+            "pipeline number must be a positive integer or 'latest'", field="number"
+        )
     if isinstance(number, int) and number >= 1:
         return str(number)
     if isinstance(number, str):
@@ -370,5 +375,4 @@ def _pipeline_key(number: int | str) -> str:
             return text
         if text.isascii() and text.isdigit() and int(text) >= 1:
             return str(int(text))
-    raise ValidationFailed("pipeline number must be a positive integer or 'latest'",
-                           field="number")
+    raise ValidationFailed("pipeline number must be a positive integer or 'latest'", field="number")

@@ -75,7 +75,8 @@ def step_from_json(data: dict[str, Any]) -> CIStep:
         name=str(data.get("name") or ""),
         state=map_status(raw),
         raw_state=raw,
-        exit_code=exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool)
+        exit_code=exit_code
+        if isinstance(exit_code, int) and not isinstance(exit_code, bool)
         else None,
         started_at=unix_to_iso(data.get("started")),
         finished_at=unix_to_iso(data.get("finished")),
@@ -85,9 +86,7 @@ def step_from_json(data: dict[str, Any]) -> CIStep:
 def workflow_from_json(data: dict[str, Any]) -> CIWorkflow:
     raw = str(data.get("state") or "")
     children = data.get("children") or []
-    steps = sorted(
-        (c for c in children if isinstance(c, dict)), key=lambda c: c.get("pid") or 0
-    )
+    steps = sorted((c for c in children if isinstance(c, dict)), key=lambda c: c.get("pid") or 0)
     return CIWorkflow(
         name=str(data.get("name") or ""),
         state=map_status(raw),

@@ -63,8 +63,12 @@ class SqlCILinkStore:
     async def context(self, task_id: str) -> LinkContext | None:
         stmt = (
             select(
-                builds.c.id, builds.c.task_id, builds.c.spec, builds.c.agent_info,
-                projects.c.settings, projects.c.default_branch,
+                builds.c.id,
+                builds.c.task_id,
+                builds.c.spec,
+                builds.c.agent_info,
+                projects.c.settings,
+                projects.c.default_branch,
             )
             .select_from(builds.join(projects))
             .where(builds.c.task_id == task_id)
@@ -128,15 +132,22 @@ class SqlCILinkStore:
                 update(ci_links).where(ci_links.c.build_id.in_(ids)).values(locked_until=lease)
             )
             rows = (
-                await conn.execute(
-                    select(
-                        ci_links, builds.c.task_id, builds.c.ci,
-                        projects.c.settings, projects.c.ci_token,
+                (
+                    await conn.execute(
+                        select(
+                            ci_links,
+                            builds.c.task_id,
+                            builds.c.ci,
+                            projects.c.settings,
+                            projects.c.ci_token,
+                        )
+                        .select_from(ci_links.join(builds).join(projects))
+                        .where(ci_links.c.build_id.in_(ids))
                     )
-                    .select_from(ci_links.join(builds).join(projects))
-                    .where(ci_links.c.build_id.in_(ids))
                 )
-            ).mappings().all()
+                .mappings()
+                .all()
+            )
         return [
             LinkWork(
                 build_id=r["build_id"],

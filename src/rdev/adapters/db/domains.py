@@ -34,9 +34,7 @@ class SqlDomainStore:
     async def get(self, domain: str) -> dict[str, Any] | None:
         async with self.db.read() as conn:
             row = (
-                (await conn.execute(_select().where(domains.c.domain == domain)))
-                .mappings()
-                .first()
+                (await conn.execute(_select().where(domains.c.domain == domain))).mappings().first()
             )
         return dict(row) if row else None
 
@@ -104,9 +102,7 @@ class SqlDomainStore:
             if owner is None:
                 raise NotFound(f"no project {project_id!r}")
             found = (
-                (await conn.execute(_select().where(domains.c.domain == domain)))
-                .mappings()
-                .first()
+                (await conn.execute(_select().where(domains.c.domain == domain))).mappings().first()
             )
             if found is not None:
                 row = dict(found)
@@ -124,9 +120,9 @@ class SqlDomainStore:
                 return "reserved", {**row, "created_at": now}
             count = (
                 await conn.execute(
-                    select(func.count()).select_from(domains).where(
-                        domains.c.project_id == project_id
-                    )
+                    select(func.count())
+                    .select_from(domains)
+                    .where(domains.c.project_id == project_id)
                 )
             ).scalar_one()
             if count >= limit:

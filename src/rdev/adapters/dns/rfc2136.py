@@ -82,9 +82,7 @@ class Rfc2136DNS:
         if not zones:
             raise ValueError("Rfc2136DNS needs at least one zone (RDEV_DNS_ZONES)")
         if (tsig_name is None) != (tsig_secret is None):
-            raise ValueError(
-                "set both RDEV_DNS_TSIG_NAME and RDEV_DNS_TSIG_SECRET, or neither"
-            )
+            raise ValueError("set both RDEV_DNS_TSIG_NAME and RDEV_DNS_TSIG_SECRET, or neither")
         self.server = server
         self.port = port
         self.timeout = timeout
@@ -160,9 +158,7 @@ class Rfc2136DNS:
             return None
         if rcode != dns.rcode.NOERROR:
             raise self._rcode_error(rcode, f"looking up alias {owner}", zone)
-        rrset = response.get_rrset(
-            response.answer, owner, dns.rdataclass.IN, dns.rdatatype.CNAME
-        )
+        rrset = response.get_rrset(response.answer, owner, dns.rdataclass.IN, dns.rdatatype.CNAME)
         if not rrset:
             return None
         return rrset[0].target.to_text()
