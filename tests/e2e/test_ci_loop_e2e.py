@@ -20,9 +20,11 @@ import sqlalchemy as sa
 from tests.fixtures.fake_woodpecker import FakeWoodpecker, running_fake_woodpecker
 from tests.fixtures.git_server import git_server as git_server_fixture
 from tests.fixtures.processes import RdevServer, wait_for_status
-from tests.fixtures.webhook_receiver import independent_verify, receivers  # noqa: F401
+from tests.fixtures.webhook_receiver import independent_verify
+from tests.fixtures.webhook_receiver import receivers as receivers_fixture
 
 git_server = git_server_fixture
+receivers = receivers_fixture
 pytestmark = pytest.mark.e2e
 CI_REPO = "acme/e2e"
 

@@ -314,8 +314,8 @@ async def test_linker_passes_a_green_pipeline_and_queues_ci_passed(client, conta
             (
                 await conn.execute(
                     sa.text(
-                        "SELECT d.event FROM webhook_deliveries d JOIN builds b ON b.id = d.build_id "
-                        "WHERE b.task_id = :t"
+                        "SELECT d.event FROM webhook_deliveries d "
+                        "JOIN builds b ON b.id = d.build_id WHERE b.task_id = :t"
                     ),
                     {"t": task_id},
                 )
