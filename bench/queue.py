@@ -253,8 +253,8 @@ async def pgqueuer_bench(args: argparse.Namespace) -> dict[str, float]:
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", type=int, default=5000)
-    ap.add_argument("--workers", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--workers", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--skip-pgqueuer", action="store_true")
     args = ap.parse_args()

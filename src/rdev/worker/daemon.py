@@ -40,6 +40,7 @@ class RunningBuild:
     #: How many lines of this attempt the server has stored (index of ``lines[0]``).
     sent: int = 0
     finished: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
     have_lines: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -187,6 +188,7 @@ class WorkerDaemon:
         # The flusher ships what is left and stops; never cancelled mid-send (that would
         # ship a batch twice).
         rb.finished = True
+        rb.done.set()
         rb.have_lines.set()
         await flusher
         try:
@@ -200,8 +202,9 @@ class WorkerDaemon:
         """Ship log lines in order, in batches, until the build has finished."""
         while True:
             await rb.have_lines.wait()
-            if not rb.finished:
-                await asyncio.sleep(LOG_FLUSH_SECONDS)
+            if not rb.finished:  # batch lines for a moment, unless the build ends first
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(rb.done.wait(), LOG_FLUSH_SECONDS)
             rb.have_lines.clear()
             final = rb.finished
             await self._send_lines(rb, final=final)

@@ -60,6 +60,7 @@ class GitCLI:
     ) -> None:
         self.runner = GitRunner(git_bin=git_bin, timeout=timeout, ssh_command=ssh_command)
         self._origins: dict[str, str] = {}
+        self._commits: dict[str, str] = {}
 
     # ------------------------------------------------------------------ clone
     async def clone(
@@ -86,7 +87,7 @@ class GitCLI:
             dest.mkdir(parents=True, exist_ok=True)
             await self.runner.run(["init", "-q", "-b", branch, str(dest)], scrubber=scrubber)
             await self.runner.run(["remote", "add", "origin", url], cwd=dest, scrubber=scrubber)
-            self._origins[_key(dest)] = url
+            _remember(self._origins, _key(dest), url)
             return ""
 
         if branch in heads:
@@ -105,7 +106,7 @@ class GitCLI:
         )  # fmt: skip
         if source != branch:
             await self.runner.run(["checkout", "-q", "-b", branch], cwd=dest, scrubber=scrubber)
-        self._origins[_key(dest)] = url
+        _remember(self._origins, _key(dest), url)
         return await self._head(dest)
 
     # ---------------------------------------------------------- changed files
@@ -118,18 +119,18 @@ class GitCLI:
         ``exclude`` has the same meaning as in :meth:`commit`.
         """
         workdir = Path(workdir)
-        git_dir = Path((await self.runner.run(["rev-parse", "--absolute-git-dir"], cwd=workdir))
-                       .stdout.strip())  # fmt: skip
+        git_dir = workdir / ".git"
+        if not git_dir.is_dir():  # a worktree or submodule: ask git where its dir is
+            git_dir = Path((await self.runner.run(["rev-parse", "--absolute-git-dir"],
+                                                  cwd=workdir)).stdout.strip())  # fmt: skip
         tmp_index = _copy_index(git_dir)
         try:
             env = {"GIT_INDEX_FILE": str(tmp_index)}
             await self._stage(workdir, exclude or [], env)
-            base = await self._head(workdir) or _EMPTY_TREE
-            out = await self.runner.run(
-                ["diff", "--cached", "--name-status", "-M", "-z", base],
-                cwd=workdir,
-                env=env,
-            )
+            diff = ["diff", "--cached", "--name-status", "-M", "-z"]
+            out = await self.runner.run([*diff, "HEAD"], cwd=workdir, env=env, check=False)
+            if out.returncode != 0:  # no commit yet (empty repository): diff the empty tree
+                out = await self.runner.run([*diff, _EMPTY_TREE], cwd=workdir, env=env)
         finally:
             _remove(tmp_index)
         return _parse_name_status(out.stdout)
@@ -166,7 +167,9 @@ class GitCLI:
             env=identity,
             stdin=message,
         )
-        return await self._head(workdir)
+        sha = await self._head(workdir)
+        _remember(self._commits, _key(workdir), sha)
+        return sha
 
     # ------------------------------------------------------------------- push
     async def push(
@@ -191,7 +194,9 @@ class GitCLI:
                 cwd=workdir, config=auth, scrubber=scrubber, check=False,
             )  # fmt: skip
             if result.returncode == 0:
-                return await self._head(workdir)
+                # Without a rebase the pushed sha is the commit made here: no extra git call.
+                made = self._commits.pop(_key(workdir), None)
+                return made if made and attempt == 1 else await self._head(workdir)
             status = _push_status(result)
             if status is None:
                 raise error_for("git push", result)
@@ -281,6 +286,14 @@ class GitCLI:
             return known
         result = await self.runner.run(["remote", "get-url", "origin"], cwd=workdir)
         return result.stdout.strip()
+
+
+def _remember(memo: dict[str, str], key: str, value: str, limit: int = 1000) -> None:
+    """Keep per-checkout facts for the newest ``limit`` checkouts (a worker runs for weeks)."""
+    memo.pop(key, None)
+    memo[key] = value
+    while len(memo) > limit:
+        memo.pop(next(iter(memo)))
 
 
 def _key(path: Path) -> str:
