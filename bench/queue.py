@@ -45,6 +45,18 @@ def fresh_database(name: str) -> str:
     return f"{PG}/{name}"
 
 
+async def wait_healthy(base: str) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=5) as c:
+        for _ in range(300):
+            try:
+                if (await c.get("/healthz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{base} did not come up")
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     k = max(0, min(len(values) - 1, round(q / 100 * (len(values) - 1))))
@@ -63,13 +75,33 @@ async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
         RDEV_EMBEDDED_WORKER="0",
         RDEV_LOG_LEVEL="WARNING",
     )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "rdev.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    # N API replicas on one database (the scale-out shape); the first also migrates.
+    ports = [port] + [free_port() for _ in range(args.replicas - 1)]
+    servers = []
+    for i, p in enumerate(ports):
+        servers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "rdev.cli",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(p),
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        if i == 0:
+            await wait_healthy(f"http://127.0.0.1:{p}")
+    for p in ports[1:]:
+        await wait_healthy(f"http://127.0.0.1:{p}")
+    bases = [f"http://127.0.0.1:{p}" for p in ports]
+    base = bases[0]
     try:
         async with httpx.AsyncClient(
             base_url=base,
@@ -77,13 +109,6 @@ async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
             headers={"Authorization": f"Bearer {ADMIN}"},
             limits=httpx.Limits(max_connections=64),
         ) as api:
-            for _ in range(300):
-                try:
-                    if (await api.get("/healthz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
             await api.post("/projects", json={"name": "bench", "repo_url": "file:///x"})
             wtoken = (
                 await api.post("/tokens", json={"name": "w", "scopes": ["workers:run"]})
@@ -107,7 +132,9 @@ async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
                 i: int, done: list[int], stop: asyncio.Event, first: list[float]
             ) -> None:
                 async with httpx.AsyncClient(
-                    base_url=base, timeout=60, headers={"Authorization": f"Bearer {wtoken}"}
+                    base_url=bases[i % len(bases)],
+                    timeout=60,
+                    headers={"Authorization": f"Bearer {wtoken}"},
                 ) as w:
                     wid = (
                         await w.post(
@@ -188,8 +215,10 @@ async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
             "p99": pct(lat, 99),
         }
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(timeout=20)
 
 
 # --------------------------------------------------------------------------- pgqueuer
@@ -256,10 +285,14 @@ async def main() -> None:
     ap.add_argument("--workers", type=int, default=16)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--replicas", type=int, default=1, help="rdev serve processes (one DB)")
     ap.add_argument("--skip-pgqueuer", action="store_true")
     args = ap.parse_args()
     ours = await rdev_bench(args)
-    print(f"rdev (HTTP worker protocol, {args.workers} workers, batch {args.batch}):")
+    print(
+        f"rdev (HTTP worker protocol, {args.workers} workers, batch {args.batch}, "
+        f"{args.replicas} API replica(s)):"
+    )
     print(f"  submit      {ours['submit_rate']:8.0f} builds/s (HTTP POST, 16 concurrent)")
     print(f"  drain       {ours['drain_rate']:8.0f} tasks/s (claim + complete, no-op)")
     print(f"  idle latency p50 {ours['p50']:.1f} ms  p99 {ours['p99']:.1f} ms (submit -> claim)")
