@@ -149,6 +149,7 @@ def build_container(settings: Settings) -> Container:
         max_aliases_per_project=settings.dns_max_aliases_per_project,
     )
     projects.store = AliasReleasingProjectStore(projects.store, container.domains)
+    projects.before_create.append(container.domains.refuse_taken_hostname)
     # Build callbacks (issue 5): outbox dispatcher, submit-time SSRF check, project secrets.
     from rdev.adapters.db.deliveries import SqlDeliveryStore
     from rdev.adapters.webhooks import HttpWebhookSender, new_secret, next_delay

@@ -124,6 +124,16 @@ async def test_same_alias_again_for_the_same_project_is_200(api, bind: BindServe
     assert await rows(container) == ["again.apps.test"]
 
 
+async def test_a_project_cannot_be_named_onto_an_existing_alias(api, bind: BindServer) -> None:
+    container, client = api
+    project = await create_project(client)
+    assert (await add(client, project["name"], "future.apps.test")).status_code == 201
+    r = await client.post("/projects", json={"name": "future", "repo_url": "file:///x"})
+    assert r.status_code == 409, r.text
+    assert r.json()["field"] == "name"
+    assert [p["name"] for p in (await client.get("/projects")).json()] == [project["name"]]
+
+
 async def test_unicode_alias_is_stored_as_a_label_and_shown_both_ways(
     api, bind: BindServer
 ) -> None:

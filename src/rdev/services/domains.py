@@ -197,6 +197,15 @@ class DomainService:
         self.max_aliases = max_aliases_per_project
         self.pending_stale_after = pending_stale_after
 
+    async def refuse_taken_hostname(self, project_name: str) -> None:
+        """A new project's canonical hostname must not already be another project's alias."""
+        hostname = canonical_hostname(project_name, self.apps_domain)
+        if await self.store.get(hostname) is not None:
+            raise Conflict(
+                f"{hostname} is already an alias of another project; choose another name",
+                field="name",
+            )
+
     # -- reading ------------------------------------------------------------------------
 
     async def list_for_project(self, principal: Principal, ref: str) -> ProjectHostnames:

@@ -27,6 +27,8 @@ class ProjectService:
         self.store = store
         #: Callbacks run after a project is deleted (remove DNS aliases, local repos, ...).
         self.on_delete = on_delete or []
+        #: Checks run with the new project's name before it is created (may raise).
+        self.before_create: list[Any] = []
         #: Makes a project's webhook signing secret (``whsec_...``); set by bootstrap.
         self.new_webhook_secret: Callable[[], str] | None = None
         #: Validates a PATCH ``ci`` object → (settings["ci"] or None, ci_token); set by bootstrap.
@@ -37,6 +39,8 @@ class ProjectService:
         validate_slug(fields["name"])
         if principal.projects is not None and fields["name"] not in principal.projects:
             principal.require_project("", fields["name"])
+        for check in self.before_create:
+            await check(fields["name"])
         if self.new_webhook_secret is not None and not fields.get("webhook_secret"):
             fields["webhook_secret"] = self.new_webhook_secret()
         return await self.store.create(**fields)
