@@ -266,8 +266,9 @@ def build_worker(
     secrets = [
         os.environ.get(k, "") for k in settings.agent_env_allowlist if "KEY" in k or "TOKEN" in k
     ]
+    git = GitCLI(ssh_command=settings.git_ssh_command) if settings.git_ssh_command else GitCLI()
     executor = BuildExecutor(
-        GitCLI(),
+        git,
         {n: agents[n] for n in names},
         ExecutorConfig(
             workdir_root=settings.worker_workdir,

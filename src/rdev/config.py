@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     worker_slots: int = 2
     worker_workdir: Path | None = None
     keep_failed_workdirs: bool = False
+    #: ssh command line git uses for ssh:// remotes (keep BatchMode=yes: never prompt).
+    git_ssh_command: str | None = None
     git_author_name: str = "rdev"
     git_author_email: str = "rdev@localhost"
     default_timeout_seconds: int = 1800
