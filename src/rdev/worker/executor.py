@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from rdev.adapters.git.commit_message import commit_message
+from rdev.domain.commit_message import commit_message
 from rdev.domain.models import BuildResult, ClaimedTask
 from rdev.domain.secrets import SecretScrubber
 from rdev.ports.agents import AgentRequest, AgentResult, CodeAgent, LogSink

@@ -8,7 +8,6 @@ transaction gives the same exclusivity.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rdev.domain.errors import NotFound, StaleLease
 from rdev.domain.models import BuildResult, BuildSpec, BuildStatus, ClaimedTask
 from rdev.domain.state_machine import check_transition
+from rdev.ports.queue import Completion
 
 from .engine import Database
 from .notify import WorkNotifier
@@ -81,14 +81,6 @@ WITH finished AS (
 SELECT count(*) FROM finished
 """
 )
-
-
-@dataclass
-class Completion:
-    task_id: str
-    lease_token: str
-    result: BuildResult
-    agent_info: dict[str, Any] | None = None
 
 
 class SqlWorkQueue:

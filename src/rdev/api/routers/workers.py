@@ -20,6 +20,7 @@ from rdev.api.schemas import (
 )
 from rdev.domain.errors import DomainError
 from rdev.domain.models import BuildStatus, ClaimedTask, WorkerInfo
+from rdev.ports.queue import Completion as Item
 
 router = APIRouter(tags=["workers"])
 
@@ -97,8 +98,6 @@ async def complete_batch(
 ) -> dict[str, list[dict[str, Any]]]:
     """Report many results at once (one transaction). Each item answers with its new
     status, or with an error (``stale-lease``: that result was refused, nothing changed)."""
-    from rdev.adapters.db.queue import Completion as Item
-
     items = [Item(i.task_id, i.lease_token, i.result, i.agent_info) for i in body.items]
     outcomes = await c.workers.complete_many(p, worker_id, items)
     out: list[dict[str, Any]] = []
