@@ -96,10 +96,7 @@ async def list_project_builds(
     cursor: str | None = None,
 ) -> BuildPage:
     """Newest first. Pass ``next_cursor`` back as ``cursor`` for the next page."""
-    items, nxt = await c.builds.list(
-        p, project_id, [s.value for s in status] if status else None, limit, _cursor(cursor)
-    )
-    return BuildPage(items=[build_out(b) for b in items], next_cursor=str(nxt) if nxt else None)
+    return await _page(c, p, project_id, status, limit, cursor)
 
 
 @router.get("/builds", response_model=BuildPage)
@@ -110,6 +107,18 @@ async def list_builds(
     status: Annotated[list[BuildStatus] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
+) -> BuildPage:
+    """All builds the token may see (or one project's), newest first, keyset-paginated."""
+    return await _page(c, p, project, status, limit, cursor)
+
+
+async def _page(
+    c: ContainerDep,
+    p: PrincipalDep,
+    project: str | None,
+    status: list[BuildStatus] | None,
+    limit: int,
+    cursor: str | None,
 ) -> BuildPage:
     items, nxt = await c.builds.list(
         p, project, [s.value for s in status] if status else None, limit, _cursor(cursor)
