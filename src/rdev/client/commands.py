@@ -367,18 +367,30 @@ def builds_list(
 
 
 # -- projects and workers ------------------------------------------------------------------
+def show_list(
+    server: str | None,
+    token: str | None,
+    as_json: bool,
+    path: str,
+    table: Callable[[list[dict[str, Any]]], Any],
+    empty: str,
+) -> None:
+    """GET a list and print it: JSON for scripts, a table (or ``empty``) for people."""
+    with api_for(server, token) as api:
+        items = api.get(path)
+    if as_json:
+        emit_json(items)
+        return
+    Console().print(table(items) if items else empty)
+
+
 @projects_app.command("list")
 @one_line_errors
 def projects_list(
     server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Projects this token may see."""
-    with api_for(server, token) as api:
-        items = api.get("/projects")
-    if as_json:
-        emit_json(items)
-        return
-    Console().print(render.projects_table(items) if items else "no projects")
+    show_list(server, token, as_json, "/projects", render.projects_table, "no projects")
 
 
 @projects_app.command("create")
@@ -436,12 +448,7 @@ def workers_list(
     server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Workers with their online state and current builds."""
-    with api_for(server, token) as api:
-        items = api.get("/workers")
-    if as_json:
-        emit_json(items)
-        return
-    Console().print(render.workers_table(items) if items else "no workers registered")
+    show_list(server, token, as_json, "/workers", render.workers_table, "no workers registered")
 
 
 __all__ = ["config_path", "register_client_commands"]

@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 from rdev.adapters.agents.claude_events import ClaudeStream, short
-from rdev.adapters.agents.process import minimal_env, run_agent_process
+from rdev.adapters.agents.process import run_agent_process
 from rdev.adapters.agents.run_environment import (
     allowlisted,
+    find_binary,
     format_seconds,
     minimal_env_for,
     run_dirs,
     scrubber_for,
+    version_of,
 )
 from rdev.ports.agents import AgentRequest, AgentResult, LogSink
 
@@ -56,11 +55,7 @@ class ClaudeCodeAgent:
         max_api_retries: int = 2,
     ) -> None:
         source = base_env if base_env is not None else os.environ
-        self.binary = (
-            binary
-            or source.get("RDEV_CLAUDE_BIN")
-            or shutil.which("claude", path=source.get("PATH"))
-        )
+        self.binary = find_binary(binary, "RDEV_CLAUDE_BIN", "claude", source)
         self._provider_env = allowlisted(source, env_allowlist)
         self.max_api_retries = max_api_retries
         self._version: str | None = None
@@ -75,7 +70,7 @@ class ClaudeCodeAgent:
     async def cli_version(self) -> str | None:
         """``claude --version``, once per agent object (a concurrent first call may ask twice)."""
         if self._version is None and self.binary and self.availability() is None:
-            self._version = await _version_of(self.binary)
+            self._version = await version_of(self.binary, {"DISABLE_AUTOUPDATER": "1"}, 30)
         return self._version
 
     def command_line(self, request: AgentRequest) -> tuple[list[str], bytes | None]:
@@ -145,18 +140,3 @@ class ClaudeCodeAgent:
         result.output = scrub.scrub(result.output)
         result.error = scrub.scrub(result.error) if result.error else None
         return result
-
-
-async def _version_of(binary: str) -> str | None:
-    """First word of ``<binary> --version`` ("2.1.197 (Claude Code)" -> "2.1.197")."""
-    with tempfile.TemporaryDirectory(prefix="rdev-version-") as tmp:
-        home = Path(tmp)
-        out = await run_agent_process(
-            [binary, "--version"],
-            cwd=home,
-            env=minimal_env(home, home, {"DISABLE_AUTOUPDATER": "1"}),
-            timeout_seconds=30,
-            cancel=asyncio.Event(),
-        )
-    words = " ".join(out.stdout_lines).split()
-    return words[0] if out.returncode == 0 and words else None

@@ -30,22 +30,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from rdev.adapters.agents.claude_events import short
 from rdev.adapters.agents.opencode_events import OpenCodeStream
-from rdev.adapters.agents.process import STOP, minimal_env, run_agent_process
+from rdev.adapters.agents.process import STOP, run_agent_process
 from rdev.adapters.agents.run_environment import (
     RunDirs,
     allowlisted,
+    find_binary,
     format_seconds,
     minimal_env_for,
     run_dirs,
     scrubber_for,
+    version_of,
 )
 from rdev.ports.agents import AgentRequest, AgentResult, LogSink
 
@@ -81,11 +80,7 @@ class OpenCodeAgent:
         max_api_attempts: int = 3,
     ) -> None:
         source = base_env if base_env is not None else os.environ
-        self.binary = (
-            binary
-            or source.get("RDEV_OPENCODE_BIN")
-            or shutil.which("opencode", path=source.get("PATH"))
-        )
+        self.binary = find_binary(binary, "RDEV_OPENCODE_BIN", "opencode", source)
         self._provider_env = allowlisted(source, env_allowlist)
         self.provider = provider
         self.model = model
@@ -177,15 +172,7 @@ class OpenCodeAgent:
 
     async def cli_version(self) -> str | None:
         if self._version is None and self.binary and os.access(self.binary, os.X_OK):
-            with tempfile.TemporaryDirectory(prefix="rdev-version-") as tmp:
-                home = Path(tmp)
-                out = await run_agent_process(
-                    [self.binary, "--version"], cwd=home,
-                    env=minimal_env(home, home, OPENCODE_FIXED_ENV),
-                    timeout_seconds=60, cancel=asyncio.Event(),
-                )  # fmt: skip
-            words = " ".join(out.stdout_lines).split()
-            self._version = words[0] if out.returncode == 0 and words else None
+            self._version = await version_of(self.binary, OPENCODE_FIXED_ENV, 60)
         return self._version
 
     # --- running -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ Only allowlisted provider variables from the worker's environment reach the agen
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import tempfile
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from rdev.adapters.agents.process import minimal_env
+from rdev.adapters.agents.process import minimal_env, run_agent_process
 from rdev.domain.secrets import SecretScrubber
 from rdev.ports.agents import AgentRequest
 
@@ -69,3 +70,28 @@ def minimal_env_for(dirs: RunDirs, extra: Mapping[str, str] | None = None) -> di
 
 def format_seconds(seconds: float) -> str:
     return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds:g}s"
+
+
+def find_binary(
+    explicit: str | None, env_var: str, name: str, source: Mapping[str, str]
+) -> str | None:
+    """The agent CLI: the given path, else ``$env_var``, else ``name`` on the source PATH."""
+    return explicit or source.get(env_var) or shutil.which(name, path=source.get("PATH"))
+
+
+async def version_of(
+    binary: str, extra_env: Mapping[str, str], limit_seconds: float
+) -> str | None:
+    """First word of ``<binary> --version`` ("2.1.197 (Claude Code)" -> "2.1.197"), run in
+    a throw-away HOME so the probe leaves nothing behind."""
+    with tempfile.TemporaryDirectory(prefix="rdev-version-") as tmp:
+        home = Path(tmp)
+        out = await run_agent_process(
+            [binary, "--version"],
+            cwd=home,
+            env=minimal_env(home, home, dict(extra_env)),
+            timeout_seconds=limit_seconds,
+            cancel=asyncio.Event(),
+        )
+    words = " ".join(out.stdout_lines).split()
+    return words[0] if out.returncode == 0 and words else None
