@@ -14,8 +14,17 @@ if TYPE_CHECKING:
     from rdev.bootstrap import Container
 
 
-def get_container(request: Request) -> Container:
+def container_of(request: Request) -> Container:
     return request.app.state.container  # type: ignore[no-any-return]
+
+
+async def get_container(request: Request) -> Container:
+    """The container as a dependency.
+
+    ``async`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a
+    thread hop (and a GIL hand-off) on every request of the hot worker protocol.
+    """
+    return container_of(request)
 
 
 async def get_principal(request: Request) -> Principal:
@@ -23,7 +32,7 @@ async def get_principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-    principal = await get_container(request).tokens.authenticate(token.strip())
+    principal = await container_of(request).tokens.authenticate(token.strip())
     structlog.contextvars.bind_contextvars(token=principal.name)
     return principal
 
@@ -60,7 +69,7 @@ async def project_access(request: Request, project_id: str) -> None:
     principal = await get_principal(request)
     if principal.projects is None:
         return
-    row = await get_container(request).projects.store.get_row(project_id)
+    row = await container_of(request).projects.store.get_row(project_id)
     principal.require_project(row["id"], row["name"])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import json
 from typing import Any
 
 from sqlalchemy import delete, insert, select, text, update
@@ -15,6 +16,30 @@ from .engine import Database
 from .notify import WorkNotifier
 from .rows import build_from_row, build_select, new_id, transition, utcnow
 from .tables import build_events, build_logs, builds, work_tasks
+
+#: The submit as one statement (PostgreSQL): the same rows as the portable path.
+_PG_SUBMIT = text(
+    """
+WITH b AS (
+    INSERT INTO builds (task_id, project_id, status, spec, attempts, max_attempts, retries,
+                        cancel_requested, rendered_prompt, template_name, template_version,
+                        agent_info, idempotency_key, created_by, created_at)
+    VALUES (:task_id, :project_id, :status, CAST(:spec AS json), :attempts, :max_attempts,
+            :retries, :cancel_requested, :rendered_prompt, :template_name, :template_version,
+            CAST(:agent_info AS json), :idempotency_key, :created_by, :created_at)
+    RETURNING id
+), t AS (
+    INSERT INTO work_tasks (build_id, task_id, state, agent, labels, labels_key, available_at)
+    SELECT id, :t_task_id, :t_state, :t_agent, CAST(:t_labels AS json), :t_labels_key,
+           :t_available_at
+    FROM b
+), e AS (
+    INSERT INTO build_events (build_id, from_status, to_status, at, actor, reason)
+    SELECT id, :e_from_status, :e_to_status, :e_at, :e_actor, :e_reason FROM b
+)
+SELECT id, pg_notify(:channel, '') FROM b
+"""
+)
 
 
 class SqlBuildStore:
@@ -48,54 +73,48 @@ class SqlBuildStore:
                 return existing, False
         task_id = new_id()
         now = utcnow()
-        spec_json = spec.model_dump(mode="json")
+        labels = sorted(set(labels))
+        row = {
+            "task_id": task_id,
+            "project_id": project_id,
+            "status": BuildStatus.PENDING.value,
+            "spec": spec.model_dump(mode="json"),
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "retries": 0,
+            "cancel_requested": False,
+            "rendered_prompt": rendered_prompt,
+            "template_name": template_name,
+            "template_version": template_version,
+            "agent_info": {"agent": agent},
+            "idempotency_key": idempotency_key,
+            "created_by": actor,
+            "created_at": now,
+        }
+        task = {
+            "task_id": task_id,
+            "state": "queued",
+            "agent": agent,
+            "labels": labels,
+            "labels_key": ",".join(labels),
+            "available_at": now,
+        }
+        event = {
+            "from_status": None,
+            "to_status": BuildStatus.PENDING.value,
+            "at": now,
+            "actor": actor,
+            "reason": "submitted",
+        }
         try:
-            async with self.db.write() as conn:
-                res = await conn.execute(
-                    insert(builds).values(
-                        task_id=task_id,
-                        project_id=project_id,
-                        status=BuildStatus.PENDING.value,
-                        spec=spec_json,
-                        attempts=0,
-                        max_attempts=max_attempts,
-                        retries=0,
-                        cancel_requested=False,
-                        rendered_prompt=rendered_prompt,
-                        template_name=template_name,
-                        template_version=template_version,
-                        agent_info={"agent": agent},
-                        idempotency_key=idempotency_key,
-                        created_by=actor,
-                        created_at=now,
-                    )
-                )
-                build_id = res.inserted_primary_key[0]  # type: ignore[index]
-                await conn.execute(
-                    insert(work_tasks).values(
-                        build_id=build_id,
-                        task_id=task_id,
-                        state="queued",
-                        agent=agent,
-                        labels=sorted(set(labels)),
-                        labels_key=",".join(sorted(set(labels))),
-                        available_at=now,
-                    )
-                )
-                await conn.execute(
-                    insert(build_events).values(
-                        build_id=build_id,
-                        from_status=None,
-                        to_status=BuildStatus.PENDING.value,
-                        at=now,
-                        actor=actor,
-                        reason="submitted",
-                    )
-                )
-                if self.db.dialect.notify_channel:
-                    await conn.execute(
-                        text("SELECT pg_notify(:c, '')"), {"c": self.db.dialect.notify_channel}
-                    )
+            if self.db.is_postgres:
+                await self._submit_in_one_statement(row, task, event)
+            else:
+                async with self.db.write() as conn:
+                    res = await conn.execute(insert(builds).values(**row))
+                    build_id = res.inserted_primary_key[0]  # type: ignore[index]
+                    await conn.execute(insert(work_tasks).values(build_id=build_id, **task))
+                    await conn.execute(insert(build_events).values(build_id=build_id, **event))
         except IntegrityError:
             if idempotency_key:
                 existing = await self.by_idempotency_key(project_id, idempotency_key)
@@ -116,6 +135,26 @@ class SqlBuildStore:
             agent_info={"agent": agent},
             created_at=now,
         ), True
+
+    async def _submit_in_one_statement(
+        self, row: dict[str, Any], task: dict[str, Any], event: dict[str, Any]
+    ) -> None:
+        """PostgreSQL: build, work task, first event and the wake-up NOTIFY as ONE statement.
+
+        A statement is atomic by itself, so it runs in autocommit: one round trip for the
+        whole submit. The NOTIFY is delivered when it commits.
+        """
+        params = {
+            **row,
+            "spec": json.dumps(row["spec"]),
+            "agent_info": json.dumps(row["agent_info"]),
+            **{f"t_{k}": v for k, v in task.items()},
+            "t_labels": json.dumps(task["labels"]),
+            **{f"e_{k}": v for k, v in event.items()},
+            "channel": self.db.dialect.notify_channel,
+        }
+        async with self.db.write_one() as conn:
+            await conn.execute(_PG_SUBMIT, params)
 
     async def by_idempotency_key(self, project_id: str, key: str) -> Build | None:
         async with self.db.read() as conn:

@@ -63,7 +63,7 @@ Dialect = SqliteDialect | PostgresDialect
 class Database:
     """An engine plus its dialect; hands out read and write transactions."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20) -> None:
         self.url = make_url(url)
         if self.url.get_backend_name() == "sqlite":
             if self.url.database and self.url.database != ":memory:":
@@ -74,12 +74,18 @@ class Database:
             _sqlite_pragmas(self.engine)
             self.dialect: Dialect = SqliteDialect()
             self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+            self._reader = self.engine
+            self._single = self._writer
         else:
             self.engine = create_async_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=False
+                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
             )
             self.dialect = PostgresDialect(self.url)
             self._writer = self.engine
+            # Under READ COMMITTED every statement takes its own snapshot anyway, so reads
+            # lose nothing in autocommit and save the BEGIN and ROLLBACK round trips.
+            self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._single = self._reader
 
     @property
     def is_postgres(self) -> bool:
@@ -92,8 +98,19 @@ class Database:
             yield conn
 
     @asynccontextmanager
+    async def write_one(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for ONE write statement, which is atomic by itself.
+
+        On PostgreSQL it runs in autocommit (no BEGIN and COMMIT round trips); on SQLite it
+        is an ordinary write transaction. Never run two statements that must commit
+        together on it.
+        """
+        async with self.dialect.write_guard(), self._single.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
+        async with self._reader.connect() as conn:
             yield conn
 
     async def ping(self) -> None:

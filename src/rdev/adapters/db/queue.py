@@ -83,6 +83,39 @@ SELECT count(*) FROM finished
 )
 
 
+#: Ending builds with final results as one statement (PostgreSQL): the work task is
+#: deleted under the caller's lease token (the compare-and-set), the build gets its
+#: status, result and merged agent_info, and an audit event is appended.
+_PG_FINISH_FINAL = text(
+    """
+WITH input AS (
+    SELECT * FROM unnest(CAST(:tids AS text[]), CAST(:toks AS text[]), CAST(:sts AS text[]),
+                         CAST(:res AS text[]), CAST(:infos AS text[]), CAST(:why AS text[]))
+        AS i(task_id, token, st, res, info, reason)
+), done AS (
+    DELETE FROM work_tasks w USING input i
+    WHERE w.task_id = i.task_id AND w.lease_token = i.token AND w.state = 'leased'
+    RETURNING w.build_id, i.st, i.res, i.info, i.reason
+), finished AS (
+    UPDATE builds b
+    SET status = d.st, result = CAST(d.res AS json),
+        agent_info = CAST(coalesce(CAST(b.agent_info AS jsonb), '{}') || CAST(d.info AS jsonb)
+                          AS json),
+        finished_at = :now
+    FROM done d
+    WHERE b.id = d.build_id AND b.status = 'running'
+    RETURNING b.id, b.task_id, d.st, d.reason, b.spec->>'callback_url' IS NOT NULL AS has_callback,
+              coalesce(b.agent_info->>'pushed', 'false') = 'true' AS pushed
+), audit AS (
+    INSERT INTO build_events (build_id, from_status, to_status, at, actor, reason)
+    SELECT id, 'running', st, :now, :actor, reason FROM finished
+)
+SELECT d.build_id, f.task_id, f.has_callback, f.pushed
+FROM done d LEFT JOIN finished f ON f.id = d.build_id
+"""
+)
+
+
 class SqlWorkQueue:
     def __init__(self, db: Database, notifier: WorkNotifier) -> None:
         self.db = db
@@ -455,165 +488,259 @@ class SqlWorkQueue:
         """
         actor = f"worker:{worker_name}"
         now = utcnow()
+        outcomes: list[BuildStatus | StaleLease | NotFound | None] = [None] * len(items)
+        async with self.db.write() as conn:
+            if self.db.is_postgres:
+                # Final results (the common case) are stored by one statement; a retryable
+                # failure needs the build's retry count, so it takes the locked path below.
+                final = [
+                    k
+                    for k, i in enumerate(items)
+                    if not (i.result.retryable and not i.result.cancelled)
+                ]
+                if final:
+                    await self._finish_in_one_statement(conn, items, final, outcomes, actor, now)
+            rest = [k for k, o in enumerate(outcomes) if o is None]
+            if rest:
+                done = await self._complete_locked(
+                    conn,
+                    [items[k] for k in rest],
+                    actor=actor,
+                    now=now,
+                    retry_delay_seconds=retry_delay_seconds,
+                    max_retryable_failures=max_retryable_failures,
+                )
+                for k, outcome in zip(rest, done, strict=True):
+                    outcomes[k] = outcome
+        return [o for o in outcomes if o is not None]
+
+    @staticmethod
+    def _final_status(result: BuildResult) -> tuple[BuildStatus, str]:
+        if result.cancelled:
+            return BuildStatus.CANCELLED, "cancelled"
+        if result.success:
+            return BuildStatus.COMPLETED, "completed"
+        return BuildStatus.FAILED, (result.error or "failed")[:500]
+
+    async def _finish_in_one_statement(
+        self,
+        conn: AsyncConnection,
+        items: list[Completion],
+        which: list[int],
+        outcomes: list[Any],
+        actor: str,
+        now: Any,
+    ) -> None:
+        """PostgreSQL: end builds with final results in ONE statement (no locking read).
+
+        Deleting the work task under the caller's lease token is the compare-and-set: a
+        lease the reaper took back (or another worker now holds) matches nothing, and that
+        item is answered stale. Fills ``outcomes`` at the ``which`` positions.
+        """
+        columns: dict[str, list[str]] = {
+            k: [] for k in ("tids", "toks", "sts", "res", "infos", "why")
+        }
+        status_of: dict[str, BuildStatus] = {}
+        for k in which:
+            item = items[k]
+            result = item.result
+            if len(result.output) > MAX_OUTPUT_CHARS:
+                result.output = result.output[-MAX_OUTPUT_CHARS:]
+            to, reason = self._final_status(result)
+            check_transition(BuildStatus.RUNNING, to)
+            status_of[item.task_id] = to
+            columns["tids"].append(item.task_id)
+            columns["toks"].append(item.lease_token)
+            columns["sts"].append(to.value)
+            columns["res"].append(result.model_dump_json())
+            columns["infos"].append(json.dumps(item.agent_info or {}))
+            columns["why"].append(reason)
+        rows = (await conn.execute(_PG_FINISH_FINAL, {**columns, "now": now, "actor": actor})).all()
+        finished: dict[str, Any] = {}
+        for row in rows:
+            if row.task_id is None:  # a leased task whose build is not running: repair
+                raise RuntimeError("work queue and builds disagree")
+            finished[row.task_id] = row
+        missing = [items[k].task_id for k in which if items[k].task_id not in finished]
+        known = set()
+        if missing:  # finished or unknown builds: which is which?
+            known = set(
+                (
+                    await conn.execute(
+                        select(builds.c.task_id).where(builds.c.task_id.in_(missing))
+                    )
+                ).scalars()
+            )
+        answered: set[str] = set()
+        for k in which:
+            tid = items[k].task_id
+            r = finished.get(tid)
+            if r is None or tid in answered:
+                outcomes[k] = (
+                    StaleLease(f"the lease on build {tid} is no longer yours")
+                    if tid in known or tid in answered
+                    else NotFound(f"no build {tid!r}")
+                )
+                continue
+            answered.add(tid)
+            outcomes[k] = status_of[tid]
+            if r.has_callback:  # outbox rows commit with the status (rare: callbacks set)
+                if r.pushed and items[k].result.commit_sha:
+                    await enqueue(conn, r.build_id, "build.pushed")
+                await enqueue_for_status(conn, r.build_id, status_of[tid], {"callback_url": True})
+
+    async def _complete_locked(
+        self,
+        conn: AsyncConnection,
+        items: list[Completion],
+        *,
+        actor: str,
+        now: Any,
+        retry_delay_seconds: float,
+        max_retryable_failures: int,
+    ) -> list[BuildStatus | StaleLease | NotFound]:
+        """Lock each build and its work task, then store each result (any outcome)."""
         ids = [i.task_id for i in items]
         outcomes: list[BuildStatus | StaleLease | NotFound] = []
-        async with self.db.write() as conn:
-            # One query locks each build and its work task (not the project they share).
-            joined = (
+        # One query locks each build and its work task (not the project they share).
+        joined = (
+            await conn.execute(
+                self.db.dialect.lock_row(
+                    select(
+                        *BUILD_COLUMNS,
+                        work_tasks.c.state.label("wt_state"),
+                        work_tasks.c.lease_token.label("wt_token"),
+                    )
+                    .select_from(
+                        builds.join(projects).join(work_tasks, work_tasks.c.build_id == builds.c.id)
+                    )
+                    .where(builds.c.task_id.in_(ids)),
+                    of=[builds, work_tasks],
+                )
+            )
+        ).mappings()
+        rows = {r["task_id"]: r for r in joined}
+        known: set[str] = set()
+        if len(rows) < len(set(ids)):  # finished or unknown builds: which is which?
+            missing = [i for i in ids if i not in rows]
+            known = set(
+                (
+                    await conn.execute(
+                        select(builds.c.task_id).where(builds.c.task_id.in_(missing))
+                    )
+                ).scalars()
+            )
+        updates: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        pending_outbox: list[tuple[int, BuildStatus, dict[str, Any]]] = []
+        for item in items:
+            row = rows.get(item.task_id)
+            if row is None and item.task_id not in known:
+                outcomes.append(NotFound(f"no build {item.task_id!r}"))
+                continue
+            if row is None or row["wt_state"] != "leased" or (row["wt_token"] != item.lease_token):
+                outcomes.append(StaleLease(f"the lease on build {item.task_id} is no longer yours"))
+                continue
+            result = item.result
+            if len(result.output) > MAX_OUTPUT_CHARS:
+                result.output = result.output[-MAX_OUTPUT_CHARS:]
+            info = {**(row["agent_info"] or {}), **(item.agent_info or {})}
+            retry = result.retryable and not result.cancelled
+            if retry and row["retries"] < max_retryable_failures:
+                delay = result.retry_after_seconds or retry_delay_seconds
+                await transition(
+                    conn,
+                    row,
+                    BuildStatus.PENDING,
+                    actor=actor,
+                    reason=f"retryable failure, retry in {delay:.0f}s: {result.error or ''}"[:500],
+                    values={
+                        "agent_info": info,
+                        "retries": row["retries"] + 1,
+                        "worker_id": None,
+                    },
+                )
                 await conn.execute(
-                    self.db.dialect.lock_row(
-                        select(
-                            *BUILD_COLUMNS,
-                            work_tasks.c.state.label("wt_state"),
-                            work_tasks.c.lease_token.label("wt_token"),
-                        )
-                        .select_from(
-                            builds.join(projects).join(
-                                work_tasks, work_tasks.c.build_id == builds.c.id
-                            )
-                        )
-                        .where(builds.c.task_id.in_(ids)),
-                        of=[builds, work_tasks],
+                    update(work_tasks)
+                    .where(work_tasks.c.build_id == row["id"])
+                    .values(
+                        state="queued",
+                        lease_token=None,
+                        lease_expires_at=None,
+                        worker_id=None,
+                        available_at=now + timedelta(seconds=delay),
                     )
                 )
-            ).mappings()
-            rows = {r["task_id"]: r for r in joined}
-            known: set[str] = set()
-            if len(rows) < len(set(ids)):  # finished or unknown builds: which is which?
-                missing = [i for i in ids if i not in rows]
-                known = set(
-                    (
-                        await conn.execute(
-                            select(builds.c.task_id).where(builds.c.task_id.in_(missing))
-                        )
-                    ).scalars()
+                outcomes.append(BuildStatus.PENDING)
+                continue
+            to, reason = self._final_status(result)
+            check_transition(BuildStatus(row["status"]), to)
+            updates.append(
+                {
+                    "b_id": row["id"],
+                    "b_status": to.value,
+                    "b_result": result.model_dump(mode="json"),
+                    "b_info": info,
+                }
+            )
+            events.append(
+                {
+                    "build_id": row["id"],
+                    "from_status": row["status"],
+                    "to_status": to.value,
+                    "at": now,
+                    "actor": actor,
+                    "reason": reason,
+                }
+            )
+            if (row["spec"] or {}).get("callback_url"):
+                if info.get("pushed") and result.commit_sha:
+                    await enqueue(conn, row["id"], "build.pushed")
+                pending_outbox.append((row["id"], to, row["spec"]))
+            outcomes.append(to)
+        if updates:
+            # Rows are locked above and their status checked: no compare-and-set needed.
+            # Builds with identical outcomes (the common case in a batch) are finished
+            # together: on PostgreSQL in one statement per group.
+            groups: dict[str, tuple[dict[str, Any], str, list[int]]] = {}
+            for u, ev in zip(updates, events, strict=True):
+                key = json.dumps(
+                    [u["b_status"], u["b_result"], u["b_info"], ev["reason"]], sort_keys=True
                 )
-            updates: list[dict[str, Any]] = []
-            events: list[dict[str, Any]] = []
-            pending_outbox: list[tuple[int, BuildStatus, dict[str, Any]]] = []
-            for item in items:
-                row = rows.get(item.task_id)
-                if row is None and item.task_id not in known:
-                    outcomes.append(NotFound(f"no build {item.task_id!r}"))
-                    continue
-                if (
-                    row is None
-                    or row["wt_state"] != "leased"
-                    or (row["wt_token"] != item.lease_token)
-                ):
-                    outcomes.append(
-                        StaleLease(f"the lease on build {item.task_id} is no longer yours")
-                    )
-                    continue
-                result = item.result
-                if len(result.output) > MAX_OUTPUT_CHARS:
-                    result.output = result.output[-MAX_OUTPUT_CHARS:]
-                info = {**(row["agent_info"] or {}), **(item.agent_info or {})}
-                retry = result.retryable and not result.cancelled
-                if retry and row["retries"] < max_retryable_failures:
-                    delay = result.retry_after_seconds or retry_delay_seconds
-                    await transition(
-                        conn,
-                        row,
-                        BuildStatus.PENDING,
-                        actor=actor,
-                        reason=f"retryable failure, retry in {delay:.0f}s: {result.error or ''}"[
-                            :500
-                        ],
-                        values={
-                            "agent_info": info,
-                            "retries": row["retries"] + 1,
-                            "worker_id": None,
+                groups.setdefault(key, (u, ev["reason"], []))[2].append(u["b_id"])
+            for u, reason, build_ids in groups.values():
+                if self.db.is_postgres:
+                    await conn.execute(
+                        _PG_FINISH,
+                        {
+                            "ids": build_ids,
+                            "st": u["b_status"],
+                            "res": json.dumps(u["b_result"]),
+                            "info": json.dumps(u["b_info"]),
+                            "now": now,
+                            "actor": actor,
+                            "reason": reason,
                         },
                     )
-                    await conn.execute(
-                        update(work_tasks)
-                        .where(work_tasks.c.build_id == row["id"])
-                        .values(
-                            state="queued",
-                            lease_token=None,
-                            lease_expires_at=None,
-                            worker_id=None,
-                            available_at=now + timedelta(seconds=delay),
-                        )
-                    )
-                    outcomes.append(BuildStatus.PENDING)
                     continue
-                if result.cancelled:
-                    to, reason = BuildStatus.CANCELLED, "cancelled"
-                elif result.success:
-                    to, reason = BuildStatus.COMPLETED, "completed"
-                else:
-                    to, reason = BuildStatus.FAILED, (result.error or "failed")[:500]
-                check_transition(BuildStatus(row["status"]), to)
-                updates.append(
-                    {
-                        "b_id": row["id"],
-                        "b_status": to.value,
-                        "b_result": result.model_dump(mode="json"),
-                        "b_info": info,
-                    }
+                await conn.execute(
+                    update(builds)
+                    .where(builds.c.id.in_(build_ids))
+                    .values(
+                        status=u["b_status"],
+                        result=u["b_result"],
+                        agent_info=u["b_info"],
+                        finished_at=now,
+                    )
                 )
-                events.append(
-                    {
-                        "build_id": row["id"],
-                        "from_status": row["status"],
-                        "to_status": to.value,
-                        "at": now,
-                        "actor": actor,
-                        "reason": reason,
-                    }
+                await conn.execute(
+                    insert(build_events).values(
+                        [e for e in events if e["build_id"] in set(build_ids)]
+                    )
                 )
-                if (row["spec"] or {}).get("callback_url"):
-                    if info.get("pushed") and result.commit_sha:
-                        await enqueue(conn, row["id"], "build.pushed")
-                    pending_outbox.append((row["id"], to, row["spec"]))
-                outcomes.append(to)
-            if updates:
-                # Rows are locked above and their status checked: no compare-and-set needed.
-                # Builds with identical outcomes (the common case in a batch) are finished
-                # together: on PostgreSQL in one statement per group.
-                groups: dict[str, tuple[dict[str, Any], str, list[int]]] = {}
-                for u, ev in zip(updates, events, strict=True):
-                    key = json.dumps(
-                        [u["b_status"], u["b_result"], u["b_info"], ev["reason"]], sort_keys=True
-                    )
-                    groups.setdefault(key, (u, ev["reason"], []))[2].append(u["b_id"])
-                for u, reason, build_ids in groups.values():
-                    if self.db.is_postgres:
-                        await conn.execute(
-                            _PG_FINISH,
-                            {
-                                "ids": build_ids,
-                                "st": u["b_status"],
-                                "res": json.dumps(u["b_result"]),
-                                "info": json.dumps(u["b_info"]),
-                                "now": now,
-                                "actor": actor,
-                                "reason": reason,
-                            },
-                        )
-                        continue
-                    await conn.execute(
-                        update(builds)
-                        .where(builds.c.id.in_(build_ids))
-                        .values(
-                            status=u["b_status"],
-                            result=u["b_result"],
-                            agent_info=u["b_info"],
-                            finished_at=now,
-                        )
-                    )
-                    await conn.execute(
-                        insert(build_events).values(
-                            [e for e in events if e["build_id"] in set(build_ids)]
-                        )
-                    )
-                    await conn.execute(
-                        delete(work_tasks).where(work_tasks.c.build_id.in_(build_ids))
-                    )
-                for build_id, to, spec in pending_outbox:
-                    await enqueue_for_status(conn, build_id, to, spec)
+                await conn.execute(delete(work_tasks).where(work_tasks.c.build_id.in_(build_ids)))
+            for build_id, to, spec in pending_outbox:
+                await enqueue_for_status(conn, build_id, to, spec)
         return outcomes
 
     # -- reaper ----------------------------------------------------------------------
