@@ -79,9 +79,7 @@ def find_binary(
     return explicit or source.get(env_var) or shutil.which(name, path=source.get("PATH"))
 
 
-async def version_of(
-    binary: str, extra_env: Mapping[str, str], limit_seconds: float
-) -> str | None:
+async def version_of(binary: str, extra_env: Mapping[str, str], limit_seconds: float) -> str | None:
     """First word of ``<binary> --version`` ("2.1.197 (Claude Code)" -> "2.1.197"), run in
     a throw-away HOME so the probe leaves nothing behind."""
     with tempfile.TemporaryDirectory(prefix="rdev-version-") as tmp:

@@ -93,7 +93,9 @@ builds = Table(
     Column("finished_at", UTCDateTime, nullable=True),
     UniqueConstraint("project_id", "idempotency_key", name="uq_builds_idempotency"),
     Index("ix_builds_project_id_id", "project_id", "id"),
-    Index("ix_builds_status", "status"),
+    # No index on status (migration 0002): claims and completions then update rows in
+    # place, and half of each page is kept free for those new row versions.
+    postgresql_with={"fillfactor": 50},
 )
 
 #: The work queue: one row per build that still has work to hand out or in flight.
