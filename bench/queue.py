@@ -60,6 +60,44 @@ async def wait_healthy(base: str) -> None:
     raise RuntimeError(f"{base} did not come up")
 
 
+def cpu_seconds(pids: list[int] | None = None) -> float:
+    """CPU time (user + system) used so far by ``pids``, or by all PostgreSQL processes."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or (pids is not None and int(entry) not in pids):
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if pids is None:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if not f.read().startswith(b"postgres"):
+                        continue
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+class CpuMeter:
+    """CPU µs per task spent by the server processes, this bench process and PostgreSQL."""
+
+    def __init__(self, server_pids: list[int]) -> None:
+        self.server_pids = server_pids
+
+    def start(self) -> None:
+        self.t0 = (cpu_seconds(self.server_pids), time.process_time(), cpu_seconds())
+
+    def stop(self, tasks: int) -> dict[str, float]:
+        server, client, pg = (cpu_seconds(self.server_pids), time.process_time(), cpu_seconds())
+        return {
+            "cpu_server_us": (server - self.t0[0]) / tasks * 1e6,
+            "cpu_client_us": (client - self.t0[1]) / tasks * 1e6,
+            "cpu_pg_us": (pg - self.t0[2]) / tasks * 1e6,
+        }
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     k = max(0, min(len(values) - 1, round(q / 100 * (len(values) - 1))))
@@ -145,12 +183,17 @@ async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
                             json={"name": f"bench-{i}", "agents": ["command"], "slots": 64},
                         )
                     ).json()["worker_id"]
+                    ready.append(wid)
+                    if len(ready) == args.workers:
+                        all_ready.set()
+                    await go.wait()
                     while not stop.is_set():
                         r = await w.post(
                             f"/workers/{wid}/claim",
                             json={"max_tasks": args.batch, "wait_seconds": 0.5},
                         )
                         tasks = r.json()
+                        batches.append(len(tasks))
                         if not tasks:
                             if done[0] >= args.tasks:
                                 stop.set()
@@ -172,12 +215,28 @@ async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
                         )
                         r.raise_for_status()
                         done[0] += len(tasks)
-                        if done[0] >= args.tasks:
+                        if done[0] >= args.tasks and not stop.is_set():
+                            ended.append(time.perf_counter())
+                            cpu.update(meter.stop(args.tasks))
                             stop.set()
 
             done, stop, first = [0], asyncio.Event(), []
-            await asyncio.gather(*(worker(i, done, stop, first) for i in range(args.workers)))
-            drain_rate = args.tasks / (time.perf_counter() - first[0])
+            batches: list[int] = []  # tasks per claim answer
+            # Clients are made and workers registered first: only the drain is measured.
+            ready: list[str] = []
+            all_ready, go = asyncio.Event(), asyncio.Event()
+            ended: list[float] = []
+            cpu: dict[str, float] = {}
+            meter = CpuMeter([s.pid for s in servers])
+            drain = asyncio.gather(*(worker(i, done, stop, first) for i in range(args.workers)))
+            await all_ready.wait()
+            meter.start()
+            go.set()
+            await drain
+            drain_rate = args.tasks / (ended[0] - first[0])
+            full = [b for b in batches if b]
+            cpu["claims"] = len(batches)
+            cpu["mean_batch"] = sum(full) / max(1, len(full))
 
             # idle latency: one long-polling worker; submit; time until the claim answers
             lat: list[float] = []
@@ -219,6 +278,7 @@ async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
             "p50": pct(lat, 50),
             "p99": pct(lat, 99),
             "submit_p50": pct(submit_lat, 50),
+            **cpu,
         }
     finally:
         for server in servers:
@@ -267,9 +327,12 @@ async def pgqueuer_bench(args: argparse.Namespace, driver: str) -> dict[str, flo
         if done[0] >= args.tasks:
             finished.set()
 
+    meter = CpuMeter([])
+    meter.start()
     runner = asyncio.create_task(pgq.run(batch_size=args.batch))
     await finished.wait()
     drain_rate = args.tasks / (time.perf_counter() - first[0])
+    cpu = meter.stop(args.tasks)  # (includes pgqueuer's start-up, a few ms)
     pgq.shutdown.set()
     await asyncio.wait_for(runner, 30)
     await conn.close()
@@ -295,7 +358,7 @@ async def pgqueuer_bench(args: argparse.Namespace, driver: str) -> dict[str, flo
     await asyncio.wait_for(runner, 30)
     await conn.close()
     await setup.close()
-    return {"drain_rate": drain_rate, "p50": pct(lat, 50), "p99": pct(lat, 99)}
+    return {"drain_rate": drain_rate, "p50": pct(lat, 50), "p99": pct(lat, 99), **cpu}
 
 
 async def main() -> None:
@@ -319,6 +382,14 @@ async def main() -> None:
     )
     print(f"  submit      {ours['submit_rate']:8.0f} builds/s (HTTP POST, 16 concurrent)")
     print(f"  drain       {ours['drain_rate']:8.0f} tasks/s (claim + complete, no-op)")
+    print(
+        f"  claims      {ours['claims']:8.0f} answers, {ours['mean_batch']:.0f} tasks per "
+        "non-empty answer"
+    )
+    print(
+        f"  drain CPU per task: server {ours['cpu_server_us']:.0f} us, worker clients "
+        f"{ours['cpu_client_us']:.0f} us, PostgreSQL {ours['cpu_pg_us']:.0f} us"
+    )
     print(f"  idle latency p50 {ours['p50']:.1f} ms  p99 {ours['p99']:.1f} ms (submit -> claim)")
     print(f"  (of which the submit POST's own answer: p50 {ours['submit_p50']:.1f} ms)")
     if args.skip_pgqueuer:
@@ -327,6 +398,10 @@ async def main() -> None:
         theirs = await pgqueuer_bench(args, driver)
         print(f"pgqueuer (same PostgreSQL, its {driver} driver, batch {args.batch}):")
         print(f"  drain       {theirs['drain_rate']:8.0f} jobs/s")
+        print(
+            f"  drain CPU per job: pgqueuer {theirs['cpu_client_us']:.0f} us, "
+            f"PostgreSQL {theirs['cpu_pg_us']:.0f} us"
+        )
         print(
             f"  idle latency p50 {theirs['p50']:.1f} ms  p99 {theirs['p99']:.1f} ms"
             " (enqueue -> run)"
