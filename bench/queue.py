@@ -165,78 +165,89 @@ async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
 
                 await asyncio.gather(*(one(i) for i in range(n)))
 
+            async def drain(n: int) -> dict[str, float]:
+                """K worker clients drain ``n`` queued builds; rate and CPU of the drain only.
+
+                Clients are made and workers registered first; the clock runs from the first
+                claim answer to the last acknowledged completion.
+                """
+                done, stop, first = [0], asyncio.Event(), []
+                batches: list[int] = []  # tasks per claim answer
+                ready: list[str] = []
+                all_ready, go = asyncio.Event(), asyncio.Event()
+                ended: list[float] = []
+                cpu: dict[str, float] = {}
+                meter = CpuMeter([s.pid for s in servers])
+
+                async def worker(i: int) -> None:
+                    async with httpx.AsyncClient(
+                        base_url=bases[i % len(bases)],
+                        timeout=60,
+                        headers={"Authorization": f"Bearer {wtoken}"},
+                    ) as w:
+                        wid = (
+                            await w.post(
+                                "/workers/register",
+                                json={"name": f"bench-{i}", "agents": ["command"], "slots": 64},
+                            )
+                        ).json()["worker_id"]
+                        ready.append(wid)
+                        if len(ready) == args.workers:
+                            all_ready.set()
+                        await go.wait()
+                        while not stop.is_set():
+                            r = await w.post(
+                                f"/workers/{wid}/claim",
+                                json={"max_tasks": args.batch, "wait_seconds": 0.5},
+                            )
+                            tasks = r.json()
+                            batches.append(len(tasks))
+                            if not tasks:
+                                if done[0] >= n:
+                                    stop.set()
+                                continue
+                            if not first:
+                                first.append(time.perf_counter())
+                            r = await w.post(
+                                f"/workers/{wid}/complete",
+                                json={
+                                    "items": [
+                                        {
+                                            "task_id": t["task_id"],
+                                            "lease_token": t["lease_token"],
+                                            "result": {"success": True},
+                                        }
+                                        for t in tasks
+                                    ]
+                                },
+                            )
+                            r.raise_for_status()
+                            done[0] += len(tasks)
+                            if done[0] >= n and not stop.is_set():
+                                ended.append(time.perf_counter())
+                                cpu.update(meter.stop(n))
+                                stop.set()
+
+                running = asyncio.gather(*(worker(i) for i in range(args.workers)))
+                await all_ready.wait()
+                meter.start()
+                go.set()
+                await running
+                full = [b for b in batches if b]
+                return {
+                    "drain_rate": n / (ended[0] - first[0]),
+                    "claims": len(batches),
+                    "mean_batch": sum(full) / max(1, len(full)),
+                    **cpu,
+                }
+
+            if args.warmup:  # a warm server: pooled connections, prepared statements
+                await submit_many(args.warmup)
+                await drain(args.warmup)
             t0 = time.perf_counter()
             await submit_many(args.tasks)
             submit_rate = args.tasks / (time.perf_counter() - t0)
-
-            async def worker(
-                i: int, done: list[int], stop: asyncio.Event, first: list[float]
-            ) -> None:
-                async with httpx.AsyncClient(
-                    base_url=bases[i % len(bases)],
-                    timeout=60,
-                    headers={"Authorization": f"Bearer {wtoken}"},
-                ) as w:
-                    wid = (
-                        await w.post(
-                            "/workers/register",
-                            json={"name": f"bench-{i}", "agents": ["command"], "slots": 64},
-                        )
-                    ).json()["worker_id"]
-                    ready.append(wid)
-                    if len(ready) == args.workers:
-                        all_ready.set()
-                    await go.wait()
-                    while not stop.is_set():
-                        r = await w.post(
-                            f"/workers/{wid}/claim",
-                            json={"max_tasks": args.batch, "wait_seconds": 0.5},
-                        )
-                        tasks = r.json()
-                        batches.append(len(tasks))
-                        if not tasks:
-                            if done[0] >= args.tasks:
-                                stop.set()
-                            continue
-                        if not first:
-                            first.append(time.perf_counter())
-                        r = await w.post(
-                            f"/workers/{wid}/complete",
-                            json={
-                                "items": [
-                                    {
-                                        "task_id": t["task_id"],
-                                        "lease_token": t["lease_token"],
-                                        "result": {"success": True},
-                                    }
-                                    for t in tasks
-                                ]
-                            },
-                        )
-                        r.raise_for_status()
-                        done[0] += len(tasks)
-                        if done[0] >= args.tasks and not stop.is_set():
-                            ended.append(time.perf_counter())
-                            cpu.update(meter.stop(args.tasks))
-                            stop.set()
-
-            done, stop, first = [0], asyncio.Event(), []
-            batches: list[int] = []  # tasks per claim answer
-            # Clients are made and workers registered first: only the drain is measured.
-            ready: list[str] = []
-            all_ready, go = asyncio.Event(), asyncio.Event()
-            ended: list[float] = []
-            cpu: dict[str, float] = {}
-            meter = CpuMeter([s.pid for s in servers])
-            drain = asyncio.gather(*(worker(i, done, stop, first) for i in range(args.workers)))
-            await all_ready.wait()
-            meter.start()
-            go.set()
-            await drain
-            drain_rate = args.tasks / (ended[0] - first[0])
-            full = [b for b in batches if b]
-            cpu["claims"] = len(batches)
-            cpu["mean_batch"] = sum(full) / max(1, len(full))
+            drained = await drain(args.tasks)
 
             # idle latency: one long-polling worker; submit; time until the claim answers
             lat: list[float] = []
@@ -274,11 +285,10 @@ async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
                     )
         return {
             "submit_rate": submit_rate,
-            "drain_rate": drain_rate,
             "p50": pct(lat, 50),
             "p99": pct(lat, 99),
             "submit_p50": pct(submit_lat, 50),
-            **cpu,
+            **drained,
         }
     finally:
         for server in servers:
@@ -311,30 +321,35 @@ async def pgqueuer_bench(args: argparse.Namespace, driver: str) -> dict[str, flo
     queries = Queries(setup_driver)
     await queries.install()
 
-    # drain
-    await queries.enqueue(["noop"] * args.tasks, [None] * args.tasks, [0] * args.tasks)
-    done = [0]
-    first: list[float] = []
-    finished = asyncio.Event()
+    async def drain(n: int, conn: Any, drv: Any) -> dict[str, float]:
+        await queries.enqueue(["noop"] * n, [None] * n, [0] * n)
+        done = [0]
+        first: list[float] = []
+        finished = asyncio.Event()
+        pgq = PgQueuer(drv)
+
+        @pgq.entrypoint("noop")
+        async def noop(job) -> None:  # type: ignore[no-untyped-def]
+            if not first:
+                first.append(time.perf_counter())
+            done[0] += 1
+            if done[0] >= n:
+                finished.set()
+
+        meter = CpuMeter([])
+        meter.start()
+        runner = asyncio.create_task(pgq.run(batch_size=args.batch))
+        await finished.wait()
+        rate = n / (time.perf_counter() - first[0])
+        cpu = meter.stop(n)  # (includes pgqueuer's start-up, a few ms)
+        pgq.shutdown.set()
+        await asyncio.wait_for(runner, 30)
+        return {"drain_rate": rate, **cpu}
+
     conn, drv = await connect()
-    pgq = PgQueuer(drv)
-
-    @pgq.entrypoint("noop")
-    async def noop(job) -> None:  # type: ignore[no-untyped-def]
-        if not first:
-            first.append(time.perf_counter())
-        done[0] += 1
-        if done[0] >= args.tasks:
-            finished.set()
-
-    meter = CpuMeter([])
-    meter.start()
-    runner = asyncio.create_task(pgq.run(batch_size=args.batch))
-    await finished.wait()
-    drain_rate = args.tasks / (time.perf_counter() - first[0])
-    cpu = meter.stop(args.tasks)  # (includes pgqueuer's start-up, a few ms)
-    pgq.shutdown.set()
-    await asyncio.wait_for(runner, 30)
+    if args.warmup:  # the same warm-up as rdev gets, on the same connection
+        await drain(args.warmup, conn, drv)
+    drained = await drain(args.tasks, conn, drv)
     await conn.close()
 
     # idle latency
@@ -358,7 +373,7 @@ async def pgqueuer_bench(args: argparse.Namespace, driver: str) -> dict[str, flo
     await asyncio.wait_for(runner, 30)
     await conn.close()
     await setup.close()
-    return {"drain_rate": drain_rate, "p50": pct(lat, 50), "p99": pct(lat, 99), **cpu}
+    return {"p50": pct(lat, 50), "p99": pct(lat, 99), **drained}
 
 
 async def main() -> None:
@@ -367,6 +382,7 @@ async def main() -> None:
     ap.add_argument("--workers", type=int, default=16)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=2000, help="tasks drained before measuring")
     ap.add_argument("--replicas", type=int, default=1, help="rdev serve processes (one DB)")
     ap.add_argument("--skip-pgqueuer", action="store_true")
     ap.add_argument(

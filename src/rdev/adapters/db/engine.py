@@ -77,8 +77,14 @@ class Database:
             self._reader = self.engine
             self._single = self._writer
         else:
+            # LIFO: the busiest connections stay in use (their prepared statements with
+            # them), and the rest can idle out.
             self.engine = create_async_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=False,
+                pool_use_lifo=True,
             )
             self.dialect = PostgresDialect(self.url)
             self._writer = self.engine
