@@ -175,3 +175,54 @@ async def test_result_of_complete_is_stored(container):
     b = await container.builds.builds.get(tid)
     assert b.status == "completed" and b.result.commit_sha == "abc"
     assert ADMIN_TOKEN  # conftest admin token is in use by the container
+
+
+async def test_a_mixed_batch_of_results_answers_each_item_on_its_own(container):
+    from rdev.domain.errors import NotFound, StaleLease
+    from rdev.ports.queue import Completion
+
+    project = await _project(container)
+    ids = await _submit_many(container, project["id"], 5)
+    tasks = await container.queue.claim(
+        worker_id="w", worker_name="w", agents=["command"], labels=[], max_tasks=5, lease_seconds=60
+    )
+    lease = {t.task_id: t.lease_token for t in tasks}
+    ok, bad, stop, flaky, stale = ids
+    items = [
+        Completion(ok, lease[ok], BuildResult(success=True, output="done"), {"cli_version": "1"}),
+        Completion(bad, lease[bad], BuildResult(success=False, error="tests failed")),
+        Completion(stop, lease[stop], BuildResult(success=False, cancelled=True)),
+        Completion(flaky, lease[flaky], BuildResult(success=False, retryable=True, error="429")),
+        Completion(stale, lease[stale] + "x", BuildResult(success=True)),
+        Completion("no-such-task", "whatever", BuildResult(success=True)),
+        Completion(ok, lease[ok], BuildResult(success=False, error="a second answer")),
+    ]
+    outcomes = await container.queue.complete_many(
+        items, worker_name="w", retry_delay_seconds=60, max_retryable_failures=2
+    )
+    assert outcomes[:4] == ["completed", "failed", "cancelled", "pending"]
+    assert isinstance(outcomes[4], StaleLease)
+    assert isinstance(outcomes[5], NotFound)
+    assert isinstance(outcomes[6], StaleLease)  # the first answer for a lease wins
+
+    store = container.builds.builds
+    first = await store.get(ok)
+    assert first.status == "completed" and first.result.output == "done"
+    assert first.agent_info == {"agent": "command", "cli_version": "1"}
+    assert (await store.get(bad)).result.error == "tests failed"
+    assert (await store.get(stop)).status == "cancelled"
+    assert (await store.get(flaky)).status == "pending"  # back in the queue, later
+    assert (await store.get(stale)).status == "running"  # its lease is still live
+    events = [(e.from_status, e.to_status, e.actor) for e in await store.events(ok)]
+    assert events == [
+        (None, "pending", "test"),
+        ("pending", "running", "worker:w"),
+        ("running", "completed", "worker:w"),
+    ]
+    # The stale item changed nothing: its real lease can still report.
+    assert await container.queue.complete_many(
+        [Completion(stale, lease[stale], BuildResult(success=True))],
+        worker_name="w",
+        retry_delay_seconds=60,
+        max_retryable_failures=2,
+    ) == ["completed"]

@@ -21,7 +21,7 @@ from rdev.api.app import create_app
 from rdev.bootstrap import Container, build_container
 from rdev.config import Settings
 from tests.conftest import ADMIN_TOKEN, make_token
-from tests.factories import create_project, submit
+from tests.factories import create_project, register_worker, submit
 from tests.fixtures.webhook_receiver import (  # noqa: F401
     deliveries,
     finish_build,
@@ -282,3 +282,42 @@ async def test_build_without_a_callback_has_no_deliveries(rdev):
     project = await create_project(client)
     b = await submit(client, project["name"])
     assert await deliveries(client, b["task_id"]) == []
+
+
+async def test_a_pushed_build_sends_started_pushed_and_completed_in_that_order(rdev, receivers):
+    _, client = await rdev()
+    r = await receivers()
+    project = await create_project(client)
+    events = ["build.started", "build.pushed", "build.completed"]
+    b = await submit(client, project["name"], callback_url=r.url(), events=events)
+    wid = await register_worker(client)
+    [task] = (
+        await client.post(f"/workers/{wid}/claim", json={"max_tasks": 1, "wait_seconds": 2})
+    ).json()
+    sha = "a" * 40
+    answer = await client.post(
+        f"/workers/{wid}/complete",
+        json={
+            "items": [
+                {
+                    "task_id": task["task_id"],
+                    "lease_token": task["lease_token"],
+                    "result": {"success": True, "commit_sha": sha},
+                    "agent_info": {"pushed": True, "cli_version": "9.9"},
+                }
+            ]
+        },
+    )
+    assert answer.json()["items"] == [{"task_id": b["task_id"], "status": "completed"}]
+    deadline = time.monotonic() + 15
+    while len(r.requests) < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    bodies = sorted((json.loads(q.body) for q in r.requests), key=lambda x: x["timestamp"])
+    assert [x["type"] for x in bodies] == events
+    assert bodies[1]["data"]["result"]["commit_sha"] == sha
+    assert bodies[2]["data"]["status"] == "completed"
+    # The worker's agent_info is merged into what the server already knew (the agent).
+    build = (await client.get(f"/builds/{b['task_id']}")).json()
+    assert build["agent"]["pushed"] is True
+    assert build["agent"]["cli_version"] == "9.9"
+    assert build["agent"]["agent"] == "command"

@@ -11,8 +11,16 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "rdev"
 
 #: layer -> rdev packages it must never import
 FORBIDDEN = {
-    "domain": ["rdev.ports", "rdev.services", "rdev.adapters", "rdev.api", "rdev.worker",
-               "rdev.bootstrap", "rdev.cli", "rdev.server"],
+    "domain": [
+        "rdev.ports",
+        "rdev.services",
+        "rdev.adapters",
+        "rdev.api",
+        "rdev.worker",
+        "rdev.bootstrap",
+        "rdev.cli",
+        "rdev.server",
+    ],
     "ports": ["rdev.services", "rdev.adapters", "rdev.api", "rdev.worker", "rdev.bootstrap"],
     "services": ["rdev.adapters", "rdev.api", "rdev.worker", "rdev.bootstrap", "rdev.cli"],
     "api": ["rdev.adapters", "rdev.worker", "rdev.cli"],

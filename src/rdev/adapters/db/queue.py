@@ -501,6 +501,11 @@ class SqlWorkQueue:
         actor = f"worker:{worker_name}"
         now = utcnow()
         outcomes: list[BuildStatus | StaleLease | NotFound | None] = [None] * len(items)
+        seen: set[str] = set()
+        for k, item in enumerate(items):  # a lease is answered once: the first result wins
+            if item.task_id in seen:
+                outcomes[k] = StaleLease(f"build {item.task_id} was already answered in this batch")
+            seen.add(item.task_id)
         async with self.db.write() as conn:
             if self.db.is_postgres:
                 # Final results (the common case) are stored by one statement; a retryable
@@ -508,7 +513,7 @@ class SqlWorkQueue:
                 final = [
                     k
                     for k, i in enumerate(items)
-                    if not (i.result.retryable and not i.result.cancelled)
+                    if outcomes[k] is None and not (i.result.retryable and not i.result.cancelled)
                 ]
                 if final:
                     await self._finish_in_one_statement(conn, items, final, outcomes, actor, now)
@@ -587,18 +592,16 @@ class SqlWorkQueue:
                     )
                 ).scalars()
             )
-        answered: set[str] = set()
         for k in which:
             tid = items[k].task_id
             r = finished.get(tid)
-            if r is None or tid in answered:
+            if r is None:
                 outcomes[k] = (
                     StaleLease(f"the lease on build {tid} is no longer yours")
-                    if tid in known or tid in answered
+                    if tid in known
                     else NotFound(f"no build {tid!r}")
                 )
                 continue
-            answered.add(tid)
             outcomes[k] = status_of[tid]
             if r.has_callback:  # outbox rows commit with the status (rare: callbacks set)
                 if r.pushed and items[k].result.commit_sha:
@@ -648,7 +651,7 @@ class SqlWorkQueue:
             )
         updates: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
-        pending_outbox: list[tuple[int, BuildStatus, dict[str, Any]]] = []
+        pending_outbox: list[tuple[int, BuildStatus, dict[str, Any], bool]] = []
         for item in items:
             row = rows.get(item.task_id)
             if row is None and item.task_id not in known:
@@ -710,9 +713,8 @@ class SqlWorkQueue:
                 }
             )
             if (row["spec"] or {}).get("callback_url"):
-                if info.get("pushed") and result.commit_sha:
-                    await enqueue(conn, row["id"], "build.pushed")
-                pending_outbox.append((row["id"], to, row["spec"]))
+                pushed = bool(info.get("pushed") and result.commit_sha)
+                pending_outbox.append((row["id"], to, row["spec"], pushed))
             outcomes.append(to)
         if updates:
             # Rows are locked above and their status checked: no compare-and-set needed.
@@ -755,7 +757,10 @@ class SqlWorkQueue:
                     )
                 )
                 await conn.execute(delete(work_tasks).where(work_tasks.c.build_id.in_(build_ids)))
-            for build_id, to, spec in pending_outbox:
+            # After the updates, so build.pushed carries the pushed commit, as on PostgreSQL.
+            for build_id, to, spec, pushed in pending_outbox:
+                if pushed:
+                    await enqueue(conn, build_id, "build.pushed")
                 await enqueue_for_status(conn, build_id, to, spec)
         return outcomes
 
