@@ -6,19 +6,19 @@ import builtins
 import json
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from rdev.domain.errors import NotFound
 from rdev.domain.models import Build, BuildEvent, BuildSpec, BuildStatus
 
-from .engine import Database
+from .engine import Database, PgStatement
 from .notify import WorkNotifier
 from .rows import build_from_row, build_select, new_id, transition, utcnow
 from .tables import build_events, build_logs, builds, work_tasks
 
 #: The submit as one statement (PostgreSQL): the same rows as the portable path.
-_PG_SUBMIT = text(
+_PG_SUBMIT = PgStatement(
     """
 WITH b AS (
     INSERT INTO builds (task_id, project_id, status, spec, attempts, max_attempts, retries,
@@ -154,7 +154,7 @@ class SqlBuildStore:
             "channel": self.db.dialect.notify_channel,
         }
         async with self.db.write_one() as conn:
-            await conn.execute(_PG_SUBMIT, params)
+            await self.db.driver_execute(conn, _PG_SUBMIT, params)
 
     async def by_idempotency_key(self, project_id: str, key: str) -> Build | None:
         async with self.db.read() as conn:

@@ -20,7 +20,7 @@ from rdev.domain.models import BuildResult, BuildSpec, BuildStatus, ClaimedTask
 from rdev.domain.state_machine import check_transition
 from rdev.ports.queue import Completion
 
-from .engine import Database
+from .engine import Database, PgStatement
 from .notify import WorkNotifier
 from .outbox import enqueue, enqueue_for_status, wanted
 from .rows import BUILD_COLUMNS, build_select, new_token, transition, utcnow
@@ -32,7 +32,7 @@ _CLAIMED = TypeAdapter(list[ClaimedTask])
 
 
 #: The claim as one statement (PostgreSQL). Columns as the portable path's detail query.
-_PG_CLAIM = text(
+_PG_CLAIM = PgStatement(
     """
 WITH picked AS (
     SELECT build_id FROM work_tasks
@@ -104,7 +104,7 @@ SELECT count(*) FROM finished
 #: Ending builds with final results as one statement (PostgreSQL): the work task is
 #: deleted under the caller's lease token (the compare-and-set), the build gets its
 #: status, result and merged agent_info, and an audit event is appended.
-_PG_FINISH_FINAL = text(
+_PG_FINISH_FINAL = PgStatement(
     """
 WITH input AS (
     SELECT * FROM json_to_recordset(CAST(:items AS json))
@@ -281,20 +281,19 @@ class SqlWorkQueue:
         """
         check_transition(BuildStatus.PENDING, BuildStatus.RUNNING)
         async with self.db.write() as conn:
-            row = (
-                await conn.execute(
-                    _PG_CLAIM,
-                    {
-                        "agents": agents,
-                        "now": now,
-                        "n": max_tasks,
-                        "secret": new_token() + ".",
-                        "expires": expires,
-                        "wid": worker_id,
-                        "actor": f"worker:{worker_name}",
-                    },
-                )
-            ).one()
+            [row] = await self.db.driver_execute(
+                conn,
+                _PG_CLAIM,
+                {
+                    "agents": agents,
+                    "now": now,
+                    "n": max_tasks,
+                    "secret": new_token() + ".",
+                    "expires": expires,
+                    "wid": worker_id,
+                    "actor": f"worker:{worker_name}",
+                },
+            )
             if not row.n:
                 return []
             if row.n >= max_tasks:
@@ -571,12 +570,11 @@ class SqlWorkQueue:
                 f'"st":"{to.value}","res":{result.model_dump_json()},'
                 f'"info":{json.dumps(item.agent_info or {})},"reason":{json.dumps(reason)}}}'
             )
-        rows = (
-            await conn.execute(
-                _PG_FINISH_FINAL,
-                {"items": "[" + ",".join(encoded) + "]", "now": now, "actor": actor},
-            )
-        ).all()
+        rows = await self.db.driver_execute(
+            conn,
+            _PG_FINISH_FINAL,
+            {"items": "[" + ",".join(encoded) + "]", "now": now, "actor": actor},
+        )
         finished: dict[str, Any] = {}
         for row in rows:
             if row.task_id is None:  # a leased task whose build is not running: repair
