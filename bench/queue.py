@@ -2,15 +2,20 @@
 
 Starts a real `rdev serve` (uvicorn, no embedded worker) on a fresh database and measures:
   * drain: N no-op builds submitted first, then K concurrent HTTP worker clients claim
-    (batches) and complete them; tasks/s from first claim to last complete;
+    (batches) and complete them; tasks/s from the first claim answer to the last
+    acknowledged completion, after a warm-up drain; CPU per task of the server, the
+    worker clients and PostgreSQL;
   * idle latency: one long-polling worker waits; a build is submitted; the time from the
-    submit call to the claim answer; p50/p99 over M samples.
+    submit call to the claim answer; p50/p99 over M samples;
+  * the HTTP floor: GET /healthz after the same 20 ms pause (on this VM an idle process
+    takes milliseconds to wake, so no HTTP path can answer faster than this).
 Then the same two measurements with pgqueuer (a bench-only extra) on the same PostgreSQL,
 with each of its drivers (asyncpg, its fastest, and psycopg, the driver rdev uses), and
 prints the ratios. pgqueuer's psycopg driver holds its connection in a 1 s notifies()
 wait, so its idle latency is about 1 s: compare latency with the asyncpg figures.
 
-    .venv/bin/python bench/queue.py [--tasks 5000] [--workers 8] [--samples 200]
+    .venv/bin/python bench/queue.py [--tasks 5000] [--workers 16] [--batch 100]
+        [--samples 200] [--warmup 2000] [--replicas 1] [--pgqueuer-drivers asyncpg,psycopg]
 """
 
 from __future__ import annotations
@@ -283,7 +288,16 @@ async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
                             ]
                         },
                     )
+            # The floor for any HTTP path on this machine: a no-op request after the same pause.
+            floor: list[float] = []
+            for _ in range(args.samples):
+                await asyncio.sleep(0.02)
+                t0 = time.perf_counter()
+                await api.get("/healthz")
+                floor.append((time.perf_counter() - t0) * 1000)
         return {
+            "http_floor_p50": pct(floor, 50),
+            "http_floor_p99": pct(floor, 99),
             "submit_rate": submit_rate,
             "p50": pct(lat, 50),
             "p99": pct(lat, 99),
@@ -408,6 +422,10 @@ async def main() -> None:
     )
     print(f"  idle latency p50 {ours['p50']:.1f} ms  p99 {ours['p99']:.1f} ms (submit -> claim)")
     print(f"  (of which the submit POST's own answer: p50 {ours['submit_p50']:.1f} ms)")
+    print(
+        f"  HTTP floor  p50 {ours['http_floor_p50']:.1f} ms  p99 {ours['http_floor_p99']:.1f} ms"
+        " (GET /healthz after the same 20 ms pause)"
+    )
     if args.skip_pgqueuer:
         return
     for driver in args.pgqueuer_drivers.split(","):
