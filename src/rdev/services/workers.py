@@ -16,6 +16,9 @@ from rdev.domain.models import BuildResult, BuildStatus, ClaimedTask, WorkerInfo
 
 log = structlog.get_logger(__name__)
 
+#: A waiting claim looks again on its own this often, should no wake-up come at all.
+FALLBACK_RECHECK_SECONDS = 15.0
+
 #: Called after a build reached a final (or pending-again) status: metrics, CI linking, ...
 CompletionHook = Callable[[str, BuildStatus, BuildResult], Awaitable[None]]
 
@@ -83,9 +86,11 @@ class WorkerService:
     ) -> list[ClaimedTask]:
         """Long-poll: return as soon as there is work, or empty after ``wait_seconds``.
 
-        Woken by submits (in-process, or LISTEN/NOTIFY from other replicas); a slow
-        safety re-check every few seconds covers rows skipped while another claimer held
-        them and retries whose delay has run out.
+        Woken by submits (in-process, or LISTEN/NOTIFY from other replicas): a submit
+        wakes one waiting claimer that can take the build. The notifier's periodic
+        re-check (one query per process) wakes claimers for rows skipped while another
+        claimer held them, retries whose delay has run out, and a woken claimer that
+        failed.
         """
         principal.require("workers:run")
         worker = await self._worker(worker_id)
@@ -93,25 +98,32 @@ class WorkerService:
         deadline = time.monotonic() + max(wait, 0.0)
         max_tasks = max(0, min(max_tasks, worker["slots"] * 4, 100))
         while not self._draining:
-            wake = self.notifier.snapshot()
-            tasks = await self.queue.claim(
-                worker_id=worker_id,
-                worker_name=worker["name"],
-                agents=worker["agents"],
-                labels=worker["labels"],
-                max_tasks=max_tasks,
-                lease_seconds=self.lease_seconds,
-            )
-            if tasks:
-                for claim_hook in self.on_claim:
-                    with contextlib.suppress(Exception):
-                        await claim_hook(tasks)
-                return tasks
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=min(remaining, 2.0))
+            waiter = self.notifier.waiter(worker["agents"], worker["labels"])
+            try:
+                tasks = await self.queue.claim(
+                    worker_id=worker_id,
+                    worker_name=worker["name"],
+                    agents=worker["agents"],
+                    labels=worker["labels"],
+                    max_tasks=max_tasks,
+                    lease_seconds=self.lease_seconds,
+                )
+                if tasks:
+                    for claim_hook in self.on_claim:
+                        with contextlib.suppress(Exception):
+                            await claim_hook(tasks)
+                    return tasks
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                with contextlib.suppress(TimeoutError):
+                    # The notifier's re-check wakes us for work nobody announced; looking
+                    # again on our own now and then is only a fallback.
+                    await asyncio.wait_for(
+                        waiter.event.wait(), timeout=min(remaining, FALLBACK_RECHECK_SECONDS)
+                    )
+            finally:
+                self.notifier.forget(waiter)
         raise ShuttingDown("the server is shutting down; claim again shortly")
 
     async def append_logs(

@@ -13,7 +13,7 @@ from rdev.domain.errors import NotFound
 from rdev.domain.models import Build, BuildEvent, BuildSpec, BuildStatus
 
 from .engine import Database, PgStatement
-from .notify import WorkNotifier
+from .notify import WorkNotifier, wake_payload
 from .rows import build_from_row, build_select, new_id, transition, utcnow
 from .tables import build_events, build_logs, builds, work_tasks
 
@@ -37,7 +37,7 @@ WITH b AS (
     INSERT INTO build_events (build_id, from_status, to_status, at, actor, reason)
     SELECT id, :e_from_status, :e_to_status, :e_at, :e_actor, :e_reason FROM b
 )
-SELECT id, pg_notify(:channel, '') FROM b
+SELECT id, pg_notify(:channel, :wake) FROM b
 """
 )
 
@@ -121,7 +121,7 @@ class SqlBuildStore:
                 if existing:
                     return existing, False
             raise
-        self.notifier.wake()
+        self.notifier.wake_for(agent, labels)
         # Built from what was just written: no read-back query on the hot path.
         return Build(
             task_id=task_id,
@@ -152,6 +152,7 @@ class SqlBuildStore:
             "t_labels": json.dumps(task["labels"]),
             **{f"e_{k}": v for k, v in event.items()},
             "channel": self.db.dialect.notify_channel,
+            "wake": wake_payload(task["agent"], task["labels_key"]),
         }
         async with self.db.write_one() as conn:
             await self.db.driver_execute(conn, _PG_SUBMIT, params)

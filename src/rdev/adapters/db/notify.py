@@ -4,35 +4,98 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 
 import structlog
+from sqlalchemy import func, select
 
 from .engine import Database
+from .rows import utcnow
+from .tables import work_tasks
 
 log = structlog.get_logger(__name__)
 
+#: How often waiting claimers are checked against the queue (see :class:`WorkNotifier`).
+RECHECK_SECONDS = 2.0
+
+
+class Waiter:
+    """One long-polling claimer: what it can take, and the event that wakes it."""
+
+    __slots__ = ("agents", "event", "labels")
+
+    def __init__(self, agents: Iterable[str], labels: Iterable[str]) -> None:
+        self.agents = frozenset(agents)
+        self.labels = frozenset(labels)
+        self.event = asyncio.Event()
+
+    def can_take(self, agent: str, labels: frozenset[str]) -> bool:
+        return agent in self.agents and labels <= self.labels
+
 
 class WorkNotifier:
-    """A broadcast 'something may be claimable' signal.
+    """Wakes long-polling claimers when something may be claimable.
 
-    A waiter takes ``snapshot()`` BEFORE looking for work and then waits on it, so a
-    wake-up that happens between the look and the wait is never missed.
+    A claimer registers a :class:`Waiter` BEFORE it looks for work and waits on it after,
+    so a wake-up that happens between the look and the wait is never missed. A queued
+    build wakes ONE waiter, the longest waiting one that offers its agent and has its
+    labels: with hundreds of idle workers, a submit costs one claim query, not hundreds.
+    A claim that filled its batch (there may be more) wakes one waiter offering one of its
+    agents, which passes it on the same way: a backlog is handed out at claim speed.
+    Anything else (leases reclaimed, a lost LISTEN connection, shutdown) wakes every
+    waiter.
+
+    While claimers wait, one query every :data:`RECHECK_SECONDS` looks for claimable builds
+    nobody was woken for (a retry whose delay ran out, a row skipped while another claimer
+    held it, a waiter whose claim failed) and wakes one waiter per such build: one query
+    per process, however many workers wait.
     """
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._event = asyncio.Event()
+        self._waiters: dict[Waiter, None] = {}  # insertion order: longest waiting first
         self._listener: asyncio.Task[None] | None = None
+        self._rechecker: asyncio.Task[None] | None = None
         self._stopping = False
 
-    def snapshot(self) -> asyncio.Event:
-        return self._event
+    def waiter(self, agents: Iterable[str], labels: Iterable[str]) -> Waiter:
+        w = Waiter(agents, labels)
+        self._waiters[w] = None
+        return w
+
+    def forget(self, waiter: Waiter) -> None:
+        self._waiters.pop(waiter, None)
 
     def wake(self) -> None:
-        ev, self._event = self._event, asyncio.Event()
-        ev.set()
+        """Wake every waiter."""
+        waiters, self._waiters = self._waiters, {}
+        for w in waiters:
+            w.event.set()
+
+    def wake_like(self, agents: Iterable[str]) -> None:
+        """Wake the longest waiting waiter that offers one of ``agents``."""
+        offered = frozenset(agents)
+        for w in self._waiters:
+            if w.agents & offered:
+                del self._waiters[w]
+                w.event.set()
+                return
+
+    def wake_for(self, agent: str, labels: Iterable[str], count: int = 1) -> None:
+        """``count`` builds for ``agent`` with ``labels`` are claimable: wake that many
+        waiters that can take one (one each, the longest waiting first).
+
+        A woken waiter that loses the build to another claimer has lost nothing (the build
+        was taken); if its claim fails, the periodic re-check finds the build again.
+        """
+        need = frozenset(labels)
+        for w in [w for w in self._waiters if w.can_take(agent, need)][:count]:
+            del self._waiters[w]
+            w.event.set()
 
     async def start(self) -> None:
+        if self._rechecker is None:
+            self._rechecker = asyncio.create_task(self._recheck(), name="rdev-claim-recheck")
         if self._db.is_postgres and self._listener is None:
             ready = asyncio.Event()
             self._listener = asyncio.create_task(self._listen(ready), name="rdev-listen")
@@ -41,11 +104,48 @@ class WorkNotifier:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._listener:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
-            self._listener = None
+        for task in (self._listener, self._rechecker):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._listener = self._rechecker = None
+
+    async def _recheck(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(RECHECK_SECONDS)
+            if not self._waiters:
+                continue
+            try:
+                kinds = await self._claimable_kinds()
+            except Exception as exc:  # noqa: BLE001 - cannot tell: let every waiter look
+                log.warning("claim re-check failed", error=str(exc))
+                self.wake()
+                continue
+            for agent, labels_key, count in kinds:
+                self.wake_for(agent, labels_key.split(",") if labels_key else [], count)
+
+    async def _claimable_kinds(self) -> list[tuple[str, str, int]]:
+        """(agent, labels, how many) of builds claimable now, looking at 1,000 at most."""
+        head = (
+            select(work_tasks.c.agent, work_tasks.c.labels_key)
+            .where(work_tasks.c.state == "queued", work_tasks.c.available_at <= utcnow())
+            .limit(1000)
+            .subquery()
+        )
+        stmt = select(head.c.agent, head.c.labels_key, func.count()).group_by(
+            head.c.agent, head.c.labels_key
+        )
+        async with self._db.read() as conn:
+            return [(r[0], r[1], r[2]) for r in await conn.execute(stmt)]
+
+    def _on_notify(self, payload: str) -> None:
+        """A submit's NOTIFY names the build's agent and labels (see :func:`wake_payload`)."""
+        agent, sep, labels = payload.partition("\n")
+        if sep:
+            self.wake_for(agent, labels.split(",") if labels else [])
+        else:
+            self.wake()
 
     async def _listen(self, ready: asyncio.Event) -> None:
         """Hold one dedicated autocommit connection with LISTEN; reconnect on failure."""
@@ -63,8 +163,8 @@ class WorkNotifier:
                     ready.set()
                     self.wake()  # anything sent while we were away
                     delay = 0.5
-                    async for _ in conn.notifies():
-                        self.wake()
+                    async for note in conn.notifies():
+                        self._on_notify(note.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep listening whatever happened
@@ -72,3 +172,8 @@ class WorkNotifier:
                 ready.set()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
+
+
+def wake_payload(agent: str, labels_key: str) -> str:
+    """The NOTIFY payload for a queued build: its agent and its comma-joined labels."""
+    return f"{agent}\n{labels_key}"

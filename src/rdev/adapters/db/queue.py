@@ -181,7 +181,7 @@ class SqlWorkQueue:
             if not chosen:
                 return []
             if len(rows) >= max_tasks:
-                self.notifier.wake()  # there may be more: let other waiting claimers look
+                self.notifier.wake_like(agents)  # there may be more: pass it on
             check_transition(BuildStatus.PENDING, BuildStatus.RUNNING)
             # One random secret per claim; each task's lease token is "<secret>.<build id>".
             # Only this claimer learns the secret, so tokens stay unguessable, and one UPDATE
@@ -297,7 +297,7 @@ class SqlWorkQueue:
             if not row.n:
                 return []
             if row.n >= max_tasks:
-                self.notifier.wake()  # there may be more: let other waiting claimers look
+                self.notifier.wake_like(agents)  # there may be more: pass it on
             if row.callbacks:  # rare: builds with a callback may want build.started
                 await self._started_events(conn, json.loads(row.callbacks))
         # PostgreSQL built the answer as one JSON document; pydantic checks it in one pass.
