@@ -226,3 +226,29 @@ async def test_a_mixed_batch_of_results_answers_each_item_on_its_own(container):
         retry_delay_seconds=60,
         max_retryable_failures=2,
     ) == ["completed"]
+
+
+async def test_a_retry_coming_due_reaches_a_waiting_claimer_without_a_new_submit(client, container):
+    from tests.factories import create_project, register_worker, submit
+
+    p = await create_project(client)
+    b = await submit(client, p["name"])
+    wid = await register_worker(client)
+    [task] = (
+        await client.post(f"/workers/{wid}/claim", json={"max_tasks": 1, "wait_seconds": 2})
+    ).json()
+    r = await client.post(
+        f"/workers/{wid}/complete/{b['task_id']}",
+        json={
+            "lease_token": task["lease_token"],
+            "result": {"success": False, "retryable": True, "retry_after_seconds": 1},
+        },
+    )
+    assert r.json()["status"] == "pending"
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    # Nobody announces the retry: the notifier's periodic re-check must find it long
+    # before the waiting claim's own fallback look (15 s).
+    again = await client.post(f"/workers/{wid}/claim", json={"max_tasks": 1, "wait_seconds": 20})
+    assert [t["task_id"] for t in again.json()] == [b["task_id"]]
+    assert loop.time() - t0 < 8
