@@ -18,8 +18,6 @@ sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("bench")]
 import argparse  # noqa: E402
 import asyncio
 import importlib.util
-import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -38,25 +36,8 @@ async def main() -> None:
     ap.add_argument("--submits", type=int, default=50)
     args = ap.parse_args()
 
-    dsn = qb.fresh_database("rdev_bench")
-    port = qb.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RDEV_")}
-    env.update(
-        RDEV_DATABASE_URL=dsn.replace("postgresql://", "postgresql+psycopg://"),
-        RDEV_DATA_DIR=f"/tmp/rdev-bench-{port}",
-        RDEV_ADMIN_TOKEN=qb.ADMIN,
-        RDEV_EMBEDDED_WORKER="0",
-        RDEV_LOG_LEVEL="WARNING",
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "rdev.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await qb.wait_healthy(base)
+    async with qb.rdev_servers() as [server]:
+        base = qb.server_url(server)
         admin = {"Authorization": f"Bearer {qb.ADMIN}"}
         async with httpx.AsyncClient(base_url=base, headers=admin, timeout=60) as api:
             await api.post("/projects", json={"name": "bench", "repo_url": "file:///x"})
@@ -120,9 +101,6 @@ async def main() -> None:
             f"  CPU per submit: server {cpu['cpu_server_us'] / 1000:.1f} ms, "
             f"PostgreSQL {cpu['cpu_pg_us'] / 1000:.1f} ms"
         )
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,12 @@ sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("bench")]
 
 import argparse  # noqa: E402
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess  # noqa: E402
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -110,205 +112,217 @@ def pct(values: list[float], q: float) -> float:
 
 
 # --------------------------------------------------------------------------- rdev
-async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
+@contextlib.asynccontextmanager
+async def rdev_servers(replicas: int = 1) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
+    """``replicas`` real `rdev serve` processes (no embedded worker) on one fresh database.
+
+    The first one migrates; each is healthy when this yields; all are stopped after.
+    Their URLs are ``server_url(p)`` for each process ``p``.
+    """
     dsn = fresh_database("rdev_bench")
-    port = free_port()
+    ports = [free_port() for _ in range(replicas)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RDEV_")}
     env.update(
         RDEV_DATABASE_URL=dsn.replace("postgresql://", "postgresql+psycopg://"),
-        RDEV_DATA_DIR=f"/tmp/rdev-bench-{port}",
+        RDEV_DATA_DIR=f"/tmp/rdev-bench-{ports[0]}",
         RDEV_ADMIN_TOKEN=ADMIN,
         RDEV_EMBEDDED_WORKER="0",
         RDEV_LOG_LEVEL="WARNING",
     )
-    # N API replicas on one database (the scale-out shape); the first also migrates.
-    ports = [port] + [free_port() for _ in range(args.replicas - 1)]
-    servers = []
-    for i, p in enumerate(ports):
-        servers.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "rdev.cli",
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(p),
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        if i == 0:
-            await wait_healthy(f"http://127.0.0.1:{p}")
-    for p in ports[1:]:
-        await wait_healthy(f"http://127.0.0.1:{p}")
-    bases = [f"http://127.0.0.1:{p}" for p in ports]
-    base = bases[0]
+    servers: list[subprocess.Popen[bytes]] = []
     try:
-        async with httpx.AsyncClient(
-            base_url=base,
-            timeout=60,
-            headers={"Authorization": f"Bearer {ADMIN}"},
-            limits=httpx.Limits(max_connections=64),
-        ) as api:
-            await api.post("/projects", json={"name": "bench", "repo_url": "file:///x"})
-            wtoken = (
-                await api.post("/tokens", json={"name": "w", "scopes": ["workers:run"]})
-            ).json()["token"]
-
-            async def submit_many(n: int) -> None:
-                sem = asyncio.Semaphore(16)
-
-                async def one(i: int) -> None:
-                    async with sem:
-                        r = await api.post("/projects/bench/builds", json={"prompt": f"t{i}"})
-                        r.raise_for_status()
-
-                await asyncio.gather(*(one(i) for i in range(n)))
-
-            async def drain(n: int) -> dict[str, float]:
-                """K worker clients drain ``n`` queued builds; rate and CPU of the drain only.
-
-                Clients are made and workers registered first; the clock runs from the first
-                claim answer to the last acknowledged completion.
-                """
-                done, stop, first = [0], asyncio.Event(), []
-                batches: list[int] = []  # tasks per claim answer
-                ready: list[str] = []
-                all_ready, go = asyncio.Event(), asyncio.Event()
-                ended: list[float] = []
-                cpu: dict[str, float] = {}
-                meter = CpuMeter([s.pid for s in servers])
-
-                async def worker(i: int) -> None:
-                    async with httpx.AsyncClient(
-                        base_url=bases[i % len(bases)],
-                        timeout=60,
-                        headers={"Authorization": f"Bearer {wtoken}"},
-                    ) as w:
-                        wid = (
-                            await w.post(
-                                "/workers/register",
-                                json={"name": f"bench-{i}", "agents": ["command"], "slots": 64},
-                            )
-                        ).json()["worker_id"]
-                        ready.append(wid)
-                        if len(ready) == args.workers:
-                            all_ready.set()
-                        await go.wait()
-                        while not stop.is_set():
-                            r = await w.post(
-                                f"/workers/{wid}/claim",
-                                json={"max_tasks": args.batch, "wait_seconds": 0.5},
-                            )
-                            tasks = r.json()
-                            batches.append(len(tasks))
-                            if not tasks:
-                                if done[0] >= n:
-                                    stop.set()
-                                continue
-                            if not first:
-                                first.append(time.perf_counter())
-                            r = await w.post(
-                                f"/workers/{wid}/complete",
-                                json={
-                                    "items": [
-                                        {
-                                            "task_id": t["task_id"],
-                                            "lease_token": t["lease_token"],
-                                            "result": {"success": True},
-                                        }
-                                        for t in tasks
-                                    ]
-                                },
-                            )
-                            r.raise_for_status()
-                            done[0] += len(tasks)
-                            if done[0] >= n and not stop.is_set():
-                                ended.append(time.perf_counter())
-                                cpu.update(meter.stop(n))
-                                stop.set()
-
-                running = asyncio.gather(*(worker(i) for i in range(args.workers)))
-                await all_ready.wait()
-                meter.start()
-                go.set()
-                await running
-                full = [b for b in batches if b]
-                return {
-                    "drain_rate": n / (ended[0] - first[0]),
-                    "claims": len(batches),
-                    "mean_batch": sum(full) / max(1, len(full)),
-                    **cpu,
-                }
-
-            if args.warmup:  # a warm server: pooled connections, prepared statements
-                await submit_many(args.warmup)
-                await drain(args.warmup)
-            t0 = time.perf_counter()
-            await submit_many(args.tasks)
-            submit_rate = args.tasks / (time.perf_counter() - t0)
-            drained = await drain(args.tasks)
-
-            # idle latency: one long-polling worker; submit; time until the claim answers
-            lat: list[float] = []
-            submit_lat: list[float] = []  # the submit POST's own answer, for reference
-            async with httpx.AsyncClient(
-                base_url=base, timeout=60, headers={"Authorization": f"Bearer {wtoken}"}
-            ) as w:
-                wid = (
-                    await w.post(
-                        "/workers/register",
-                        json={"name": "idle", "agents": ["command"], "slots": 1},
-                    )
-                ).json()["worker_id"]
-                for i in range(args.samples):
-                    claim = asyncio.create_task(
-                        w.post(f"/workers/{wid}/claim", json={"max_tasks": 1, "wait_seconds": 30})
-                    )
-                    await asyncio.sleep(0.02)  # let the claim reach its wait
-                    t0 = time.perf_counter()
-                    await api.post("/projects/bench/builds", json={"prompt": f"l{i}"})
-                    submit_lat.append((time.perf_counter() - t0) * 1000)
-                    [task] = (await claim).json()
-                    lat.append((time.perf_counter() - t0) * 1000)
-                    await w.post(
-                        f"/workers/{wid}/complete",
-                        json={
-                            "items": [
-                                {
-                                    "task_id": task["task_id"],
-                                    "lease_token": task["lease_token"],
-                                    "result": {"success": True},
-                                }
-                            ]
-                        },
-                    )
-            # The floor for any HTTP path on this machine: a no-op request after the same pause.
-            floor: list[float] = []
-            for _ in range(args.samples):
-                await asyncio.sleep(0.02)
-                t0 = time.perf_counter()
-                await api.get("/healthz")
-                floor.append((time.perf_counter() - t0) * 1000)
-        return {
-            "http_floor_p50": pct(floor, 50),
-            "http_floor_p99": pct(floor, 99),
-            "submit_rate": submit_rate,
-            "p50": pct(lat, 50),
-            "p99": pct(lat, 99),
-            "submit_p50": pct(submit_lat, 50),
-            **drained,
-        }
+        for p in ports:
+            command = [sys.executable, "-m", "rdev.cli", "serve", "--host", "127.0.0.1"]
+            servers.append(
+                subprocess.Popen(
+                    [*command, "--port", str(p)],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            if len(servers) == 1:
+                await wait_healthy(server_url(servers[0]))
+        for server in servers[1:]:
+            await wait_healthy(server_url(server))
+        yield servers
     finally:
         for server in servers:
             server.terminate()
         for server in servers:
             server.wait(timeout=20)
+
+
+def server_url(server: subprocess.Popen[bytes]) -> str:
+    return f"http://127.0.0.1:{server.args[-1]}"  # type: ignore[index]
+
+
+async def rdev_bench(args: argparse.Namespace) -> dict[str, float]:
+    # N API replicas on one database (the scale-out shape).
+    async with rdev_servers(args.replicas) as servers:
+        return await drive_rdev(args, servers)
+
+
+async def drive_rdev(
+    args: argparse.Namespace, servers: list[subprocess.Popen[bytes]]
+) -> dict[str, float]:
+    bases = [server_url(p) for p in servers]
+    base = bases[0]
+    async with httpx.AsyncClient(
+        base_url=base,
+        timeout=60,
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        limits=httpx.Limits(max_connections=64),
+    ) as api:
+        await api.post("/projects", json={"name": "bench", "repo_url": "file:///x"})
+        wtoken = (await api.post("/tokens", json={"name": "w", "scopes": ["workers:run"]})).json()[
+            "token"
+        ]
+
+        async def submit_many(n: int) -> None:
+            sem = asyncio.Semaphore(16)
+
+            async def one(i: int) -> None:
+                async with sem:
+                    r = await api.post("/projects/bench/builds", json={"prompt": f"t{i}"})
+                    r.raise_for_status()
+
+            await asyncio.gather(*(one(i) for i in range(n)))
+
+        async def drain(n: int) -> dict[str, float]:
+            """K worker clients drain ``n`` queued builds; rate and CPU of the drain only.
+
+            Clients are made and workers registered first; the clock runs from the first
+            claim answer to the last acknowledged completion.
+            """
+            done, stop, first = [0], asyncio.Event(), []
+            batches: list[int] = []  # tasks per claim answer
+            ready: list[str] = []
+            all_ready, go = asyncio.Event(), asyncio.Event()
+            ended: list[float] = []
+            cpu: dict[str, float] = {}
+            meter = CpuMeter([s.pid for s in servers])
+
+            async def worker(i: int) -> None:
+                async with httpx.AsyncClient(
+                    base_url=bases[i % len(bases)],
+                    timeout=60,
+                    headers={"Authorization": f"Bearer {wtoken}"},
+                ) as w:
+                    wid = (
+                        await w.post(
+                            "/workers/register",
+                            json={"name": f"bench-{i}", "agents": ["command"], "slots": 64},
+                        )
+                    ).json()["worker_id"]
+                    ready.append(wid)
+                    if len(ready) == args.workers:
+                        all_ready.set()
+                    await go.wait()
+                    while not stop.is_set():
+                        r = await w.post(
+                            f"/workers/{wid}/claim",
+                            json={"max_tasks": args.batch, "wait_seconds": 0.5},
+                        )
+                        tasks = r.json()
+                        batches.append(len(tasks))
+                        if not tasks:
+                            if done[0] >= n:
+                                stop.set()
+                            continue
+                        if not first:
+                            first.append(time.perf_counter())
+                        r = await w.post(
+                            f"/workers/{wid}/complete",
+                            json={
+                                "items": [
+                                    {
+                                        "task_id": t["task_id"],
+                                        "lease_token": t["lease_token"],
+                                        "result": {"success": True},
+                                    }
+                                    for t in tasks
+                                ]
+                            },
+                        )
+                        r.raise_for_status()
+                        done[0] += len(tasks)
+                        if done[0] >= n and not stop.is_set():
+                            ended.append(time.perf_counter())
+                            cpu.update(meter.stop(n))
+                            stop.set()
+
+            running = asyncio.gather(*(worker(i) for i in range(args.workers)))
+            await all_ready.wait()
+            meter.start()
+            go.set()
+            await running
+            full = [b for b in batches if b]
+            return {
+                "drain_rate": n / (ended[0] - first[0]),
+                "claims": len(batches),
+                "mean_batch": sum(full) / max(1, len(full)),
+                **cpu,
+            }
+
+        if args.warmup:  # a warm server: pooled connections, prepared statements
+            await submit_many(args.warmup)
+            await drain(args.warmup)
+        t0 = time.perf_counter()
+        await submit_many(args.tasks)
+        submit_rate = args.tasks / (time.perf_counter() - t0)
+        drained = await drain(args.tasks)
+
+        # idle latency: one long-polling worker; submit; time until the claim answers
+        lat: list[float] = []
+        submit_lat: list[float] = []  # the submit POST's own answer, for reference
+        async with httpx.AsyncClient(
+            base_url=base, timeout=60, headers={"Authorization": f"Bearer {wtoken}"}
+        ) as w:
+            wid = (
+                await w.post(
+                    "/workers/register",
+                    json={"name": "idle", "agents": ["command"], "slots": 1},
+                )
+            ).json()["worker_id"]
+            for i in range(args.samples):
+                claim = asyncio.create_task(
+                    w.post(f"/workers/{wid}/claim", json={"max_tasks": 1, "wait_seconds": 30})
+                )
+                await asyncio.sleep(0.02)  # let the claim reach its wait
+                t0 = time.perf_counter()
+                await api.post("/projects/bench/builds", json={"prompt": f"l{i}"})
+                submit_lat.append((time.perf_counter() - t0) * 1000)
+                [task] = (await claim).json()
+                lat.append((time.perf_counter() - t0) * 1000)
+                await w.post(
+                    f"/workers/{wid}/complete",
+                    json={
+                        "items": [
+                            {
+                                "task_id": task["task_id"],
+                                "lease_token": task["lease_token"],
+                                "result": {"success": True},
+                            }
+                        ]
+                    },
+                )
+        # The floor for any HTTP path on this machine: a no-op request after the same pause.
+        floor: list[float] = []
+        for _ in range(args.samples):
+            await asyncio.sleep(0.02)
+            t0 = time.perf_counter()
+            await api.get("/healthz")
+            floor.append((time.perf_counter() - t0) * 1000)
+    return {
+        "http_floor_p50": pct(floor, 50),
+        "http_floor_p99": pct(floor, 99),
+        "submit_rate": submit_rate,
+        "p50": pct(lat, 50),
+        "p99": pct(lat, 99),
+        "submit_p50": pct(submit_lat, 50),
+        **drained,
+    }
 
 
 # --------------------------------------------------------------------------- pgqueuer

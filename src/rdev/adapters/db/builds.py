@@ -65,12 +65,9 @@ class SqlBuildStore:
         """Write build_audit row, work task and first event atomically. Returns (build, created).
 
         With an ``idempotency_key`` already used for this project, the first build is
-        returned and nothing is written.
+        returned and nothing is written: the unique key refuses the insert. (The service
+        looks the key up before it resolves defaults; this covers concurrent retries.)
         """
-        if idempotency_key:
-            existing = await self.by_idempotency_key(project_id, idempotency_key)
-            if existing:
-                return existing, False
         task_id = new_id()
         now = utcnow()
         labels = sorted(set(labels))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import structlog
 from sqlalchemy import func, select
@@ -75,11 +75,7 @@ class WorkNotifier:
     def wake_like(self, agents: Iterable[str]) -> None:
         """Wake the longest waiting waiter that offers one of ``agents``."""
         offered = frozenset(agents)
-        for w in self._waiters:
-            if w.agents & offered:
-                del self._waiters[w]
-                w.event.set()
-                return
+        self._wake_first(lambda w: bool(w.agents & offered), 1)
 
     def wake_for(self, agent: str, labels: Iterable[str], count: int = 1) -> None:
         """``count`` builds for ``agent`` with ``labels`` are claimable: wake that many
@@ -89,7 +85,11 @@ class WorkNotifier:
         was taken); if its claim fails, the periodic re-check finds the build again.
         """
         need = frozenset(labels)
-        for w in [w for w in self._waiters if w.can_take(agent, need)][:count]:
+        self._wake_first(lambda w: w.can_take(agent, need), count)
+
+    def _wake_first(self, fits: Callable[[Waiter], bool], count: int) -> None:
+        """Wake (and unregister) the ``count`` longest waiting waiters that ``fits``."""
+        for w in [w for w in self._waiters if fits(w)][:count]:
             del self._waiters[w]
             w.event.set()
 

@@ -81,26 +81,6 @@ FROM started s JOIN projects p ON p.id = s.project_id
 )
 
 
-#: Finishing a group of builds with the same outcome as one statement (PostgreSQL).
-_PG_FINISH = text(
-    """
-WITH finished AS (
-    UPDATE builds
-    SET status = :st, result = CAST(:res AS json), agent_info = CAST(:info AS json),
-        finished_at = :now
-    WHERE id = ANY(:ids)
-    RETURNING id
-), audit AS (
-    INSERT INTO build_events (build_id, from_status, to_status, at, actor, reason)
-    SELECT id, 'running', :st, :now, :actor, :reason FROM finished
-), dequeued AS (
-    DELETE FROM work_tasks WHERE build_id = ANY(:ids)
-)
-SELECT count(*) FROM finished
-"""
-)
-
-
 #: Ending builds with final results as one statement (PostgreSQL): the work task is
 #: deleted under the caller's lease token (the compare-and-set), the build gets its
 #: status, result and merged agent_info, and an audit event is appended.
@@ -717,28 +697,14 @@ class SqlWorkQueue:
         if updates:
             # Rows are locked above and their status checked: no compare-and-set needed.
             # Builds with identical outcomes (the common case in a batch) are finished
-            # together: on PostgreSQL in one statement per group.
-            groups: dict[str, tuple[dict[str, Any], str, list[int]]] = {}
+            # together. (On PostgreSQL only retryable failures out of retries come here.)
+            groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
             for u, ev in zip(updates, events, strict=True):
                 key = json.dumps(
                     [u["b_status"], u["b_result"], u["b_info"], ev["reason"]], sort_keys=True
                 )
-                groups.setdefault(key, (u, ev["reason"], []))[2].append(u["b_id"])
-            for u, reason, build_ids in groups.values():
-                if self.db.is_postgres:
-                    await conn.execute(
-                        _PG_FINISH,
-                        {
-                            "ids": build_ids,
-                            "st": u["b_status"],
-                            "res": json.dumps(u["b_result"]),
-                            "info": json.dumps(u["b_info"]),
-                            "now": now,
-                            "actor": actor,
-                            "reason": reason,
-                        },
-                    )
-                    continue
+                groups.setdefault(key, (u, []))[1].append(u["b_id"])
+            for u, build_ids in groups.values():
                 await conn.execute(
                     update(builds)
                     .where(builds.c.id.in_(build_ids))
