@@ -243,8 +243,10 @@ class AgentGroups:
         self._task: asyncio.Task[None] | None = None
 
     async def _watch(self) -> None:
-        workers = {w.pid for w in self.stack.server.workers}
         while True:
+            # Read afresh: workers start after the watch does, and a worker's child
+            # between fork and setsid is still in the worker's own group.
+            workers = {w.pid for w in self.stack.server.workers}
             for pid in self.stack.agent_processes():
                 with contextlib.suppress(ProcessLookupError):
                     pgid = os.getpgid(pid)
