@@ -8,6 +8,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from rdev.adapters.agents.command import CommandAgent
 from rdev.ports.agents import AgentRequest
 from tests.fixtures.agent_clis import (  # noqa: F401
@@ -147,3 +149,24 @@ async def test_command_background_job_does_not_hold_the_run_open(
 def test_command_agent_is_unavailable_without_a_command() -> None:
     assert CommandAgent(None).availability() is not None
     assert CommandAgent("true").availability() is None
+
+
+@pytest.mark.parametrize(
+    ("script", "timeout"),
+    [
+        pytest.param("echo done", 30.0, id="run-ends"),
+        pytest.param("sleep 100", 2.5, id="run-times-out"),
+    ],
+)
+async def test_a_daemon_that_left_the_process_tree_is_killed_when_the_run_ends(
+    git_repo: Path, scratch_dir: Path, process_marker: str, script: str, timeout: float
+) -> None:
+    # The subshell starts a new session and exits at once, between two of the runner's
+    # descendant scans: the sleep is re-parented to init, outside every recorded group.
+    agent = CommandAgent(f"sleep 1.2; (setsid sleep 102 &); {script}")
+    await agent.run(
+        _request(git_repo, scratch_dir, process_marker, timeout=timeout),
+        LogCollector(),
+        asyncio.Event(),
+    )
+    assert wait_no_marked_processes(process_marker) == []

@@ -10,7 +10,12 @@ The CLIs' tool processes (Claude's and OpenCode's bash tool) run in sessions of 
 so a group signal does not reach them and OpenCode leaves them running (see
 ``/work/shared/specs/AGENT-CLIS.md`` §1.7, §2.6). The runner therefore records every
 descendant of the agent (a /proc scan, repeated while the agent runs) and SIGKILLs the
-ones still alive at the end, whichever way the run ended. Partial output is always kept.
+ones still alive at the end, whichever way the run ended.
+
+A daemon (``(setsid server &)``, ``nohup``, a double fork) leaves the tree between two
+scans: its parent exits and it is re-parented to init. Each run therefore also puts a tag
+unique to it in the environment (``RDEV_RUN_TAG``), which children inherit, and at the end
+every process still carrying the tag is killed as well. Partial output is always kept.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import time
 from collections import deque
@@ -33,6 +39,9 @@ LineCallback = Callable[[str], Awaitable[str | None]]
 _READ_CHUNK = 65536
 _MAX_LINE_BYTES = 4 * 1024 * 1024
 _SCAN_INTERVAL_S = 1.0
+#: The environment variable holding the run's tag (see the module docstring).
+RUN_TAG_VAR = "RDEV_RUN_TAG"
+_SWEEP_ROUNDS = 5
 
 
 @dataclass
@@ -103,6 +112,28 @@ def _descendants(root: int) -> dict[int, str]:
     return found
 
 
+def _tagged(entry: bytes) -> dict[int, str]:
+    """Every live process whose environment holds ``entry`` (``NAME=value``): pid -> starttime.
+
+    /proc/<pid>/environ is the environment the process was started with, so it survives
+    re-parenting and new sessions; other users' processes are unreadable and skipped.
+    """
+    found: dict[int, str] = {}
+    with contextlib.suppress(OSError):
+        for proc_entry in os.scandir("/proc"):
+            if not proc_entry.name.isdigit():
+                continue
+            try:
+                environ = Path(f"/proc/{proc_entry.name}/environ").read_bytes()
+            except OSError:
+                continue
+            if entry in environ and entry in environ.split(b"\0"):
+                st = _stat(int(proc_entry.name))
+                if st is not None and st[1] != "Z":
+                    found[int(proc_entry.name)] = st[2]
+    return found
+
+
 def _alive(pid: int, start: str) -> bool:
     st = _stat(pid)
     return st is not None and st[2] == start and st[1] != "Z"
@@ -124,6 +155,19 @@ def _kill_recorded(recorded: dict[int, str]) -> None:
         with contextlib.suppress(OSError):
             if os.getpgid(pid) == pid:
                 os.killpg(pid, signal.SIGKILL)
+
+
+async def _sweep(root: int, tag: bytes, recorded: dict[int, str]) -> None:
+    """Kill the agent's group, everything recorded, and everything still carrying the
+    run's tag, until no tagged process is left (a dying daemon may fork once more)."""
+    recorded.update(_descendants(root))
+    _signal_group(root, signal.SIGKILL)
+    for _ in range(_SWEEP_ROUNDS):
+        recorded.update(_tagged(tag))
+        if not any(_alive(pid, start) for pid, start in recorded.items()):
+            return
+        _kill_recorded(recorded)
+        await asyncio.sleep(0.05)
 
 
 async def _wait_gone(recorded: dict[int, str], limit: float) -> None:
@@ -192,11 +236,13 @@ async def run_agent_process(
     the agent's own failures; a binary that cannot start gives ``start_error``.
     """
     started = time.monotonic()
+    run_tag = secrets.token_hex(16)
+    tag = f"{RUN_TAG_VAR}={run_tag}".encode()
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             cwd=str(cwd),
-            env=dict(env),
+            env={**env, RUN_TAG_VAR: run_tag},
             stdin=asyncio.subprocess.PIPE if stdin_data is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -293,10 +339,9 @@ async def run_agent_process(
             else:
                 outcome.timed_out = True
             await _terminate(proc, exited, recorded, sigint_grace_seconds, sigterm_grace_seconds)
-        # The agent exited: whatever it left behind (background jobs, tool shells) goes.
-        recorded.update(_descendants(proc.pid))
-        _signal_group(proc.pid, signal.SIGKILL)
-        _kill_recorded(recorded)
+        # The agent exited: whatever it left behind (background jobs, tool shells,
+        # daemons) goes.
+        await _sweep(proc.pid, tag, recorded)
         # Leftovers held the pipes open until now; give the readers a moment to drain.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5.0)
@@ -307,6 +352,7 @@ async def run_agent_process(
         if not exited.done():  # only when we are cancelled ourselves: do not leak
             exited.cancel()
             _signal_group(proc.pid, signal.SIGKILL)
+            recorded.update(_tagged(tag))
             _kill_recorded(recorded)
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(proc.wait(), 5.0)
