@@ -69,18 +69,7 @@ async def main() -> None:
                         r.raise_for_status()
                         for t in r.json():
                             claimed.put_nowait(time.perf_counter())
-                            await w.post(
-                                f"/workers/{wid}/complete",
-                                json={
-                                    "items": [
-                                        {
-                                            "task_id": t["task_id"],
-                                            "lease_token": t["lease_token"],
-                                            "result": {"success": True},
-                                        }
-                                    ]
-                                },
-                            )
+                            await w.post(f"/workers/{wid}/complete", json=qb.succeeded([t]))
 
                 pollers = [asyncio.create_task(poll(wid)) for wid in wids]
                 await asyncio.sleep(2)  # every claim is waiting

@@ -112,6 +112,16 @@ def pct(values: list[float], q: float) -> float:
 
 
 # --------------------------------------------------------------------------- rdev
+def succeeded(tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The body of ``POST /workers/{id}/complete`` reporting success for ``tasks``."""
+    return {
+        "items": [
+            {"task_id": t["task_id"], "lease_token": t["lease_token"], "result": {"success": True}}
+            for t in tasks
+        ]
+    }
+
+
 @contextlib.asynccontextmanager
 async def rdev_servers(replicas: int = 1) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
     """``replicas`` real `rdev serve` processes (no embedded worker) on one fresh database.
@@ -232,19 +242,7 @@ async def drive_rdev(
                             continue
                         if not first:
                             first.append(time.perf_counter())
-                        r = await w.post(
-                            f"/workers/{wid}/complete",
-                            json={
-                                "items": [
-                                    {
-                                        "task_id": t["task_id"],
-                                        "lease_token": t["lease_token"],
-                                        "result": {"success": True},
-                                    }
-                                    for t in tasks
-                                ]
-                            },
-                        )
+                        r = await w.post(f"/workers/{wid}/complete", json=succeeded(tasks))
                         r.raise_for_status()
                         done[0] += len(tasks)
                         if done[0] >= n and not stop.is_set():
@@ -295,18 +293,7 @@ async def drive_rdev(
                 submit_lat.append((time.perf_counter() - t0) * 1000)
                 [task] = (await claim).json()
                 lat.append((time.perf_counter() - t0) * 1000)
-                await w.post(
-                    f"/workers/{wid}/complete",
-                    json={
-                        "items": [
-                            {
-                                "task_id": task["task_id"],
-                                "lease_token": task["lease_token"],
-                                "result": {"success": True},
-                            }
-                        ]
-                    },
-                )
+                await w.post(f"/workers/{wid}/complete", json=succeeded([task]))
         # The floor for any HTTP path on this machine: a no-op request after the same pause.
         floor: list[float] = []
         for _ in range(args.samples):

@@ -95,17 +95,24 @@ def _bare_repo(tmp_path: Path) -> Path:
     return bare
 
 
+async def _ssh_project_with_worker(api, rdev_server, repo_url: str, env: dict[str, str]) -> str:
+    """A project on ``repo_url`` and a worker started with ``env``; returns its name."""
+    r = await api.post(
+        "/projects", json={"name": "ssh-" + uuid.uuid4().hex[:6], "repo_url": repo_url}
+    )
+    token = await rdev_server.token(["workers:run"])
+    rdev_server.start_worker(token, env=env)
+    return str(r.json()["name"])
+
+
 async def test_build_clones_and_pushes_over_ssh(rdev_server, sshd, tmp_path):
     bare = _bare_repo(tmp_path)
     async with rdev_server.client() as api:
-        r = await api.post(
-            "/projects", json={"name": "ssh-" + uuid.uuid4().hex[:6], "repo_url": sshd.url(bare)}
-        )
-        name = r.json()["name"]
-        token = await rdev_server.token(["workers:run"])
-        rdev_server.start_worker(
-            token,
-            env={
+        name = await _ssh_project_with_worker(
+            api,
+            rdev_server,
+            sshd.url(bare),
+            {
                 "RDEV_COMMAND_AGENT": "echo via-ssh > ssh.txt",
                 "RDEV_GIT_SSH_COMMAND": sshd.ssh_command(),
             },
@@ -125,14 +132,11 @@ async def test_ssh_without_an_accepted_key_fails_fast(rdev_server, sshd, tmp_pat
     stranger = tmp_path / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
     async with rdev_server.client() as api:
-        r = await api.post(
-            "/projects", json={"name": "ssh-" + uuid.uuid4().hex[:6], "repo_url": sshd.url(bare)}
-        )
-        name = r.json()["name"]
-        token = await rdev_server.token(["workers:run"])
-        rdev_server.start_worker(
-            token,
-            env={"RDEV_COMMAND_AGENT": "true", "RDEV_GIT_SSH_COMMAND": sshd.ssh_command(stranger)},
+        name = await _ssh_project_with_worker(
+            api,
+            rdev_server,
+            sshd.url(bare),
+            {"RDEV_COMMAND_AGENT": "true", "RDEV_GIT_SSH_COMMAND": sshd.ssh_command(stranger)},
         )
         t0 = time.monotonic()
         r = await api.post(f"/projects/{name}/builds", json={"prompt": "x"})

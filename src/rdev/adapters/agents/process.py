@@ -370,15 +370,13 @@ async def _terminate(
     sigint_grace: float,
     sigterm_grace: float,
 ) -> None:
-    """SIGINT, then SIGTERM, then SIGKILL to the group, each after its grace."""
-    for sig, grace in ((signal.SIGINT, sigint_grace), (signal.SIGTERM, sigterm_grace)):
+    """SIGINT, then SIGTERM, then SIGKILL to the group, each after its grace. The
+    descendants are recorded before each signal, while they are still in the tree; the
+    caller's sweep kills them."""
+    steps = ((signal.SIGINT, sigint_grace), (signal.SIGTERM, sigterm_grace), (signal.SIGKILL, 5.0))
+    for sig, grace in steps:
         recorded.update(_descendants(proc.pid))
         _signal_group(proc.pid, sig)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(exited), grace)
             return
-    recorded.update(_descendants(proc.pid))
-    _signal_group(proc.pid, signal.SIGKILL)
-    _kill_recorded(recorded)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(exited), 5.0)
