@@ -81,6 +81,21 @@ def migrate() -> None:
     typer.echo("database is up to date")
 
 
+@app.command()
+def doctor() -> None:
+    """Check this machine: database, data dir, git, agent CLIs, sandbox tools, DNS and CI.
+
+    Prints what is missing and how to fix it; exits 1 when the default agent cannot run.
+    """
+    from rdev.doctor import default_agent_ready, render, run_checks
+
+    settings = _settings()
+    findings = asyncio.run(run_checks(settings))
+    for line in render(findings, settings):
+        typer.echo(line)
+    raise typer.Exit(0 if default_agent_ready(settings, findings) else 1)
+
+
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Option(help="A name for the token.")],

@@ -57,6 +57,7 @@ class RdevServer(uvicorn.Server):
 
 def run_server(app: FastAPI, settings: Settings) -> None:
     container: Container = app.state.container
+    app.state.startup_hooks.append(print_startup_summary)
     if settings.embedded_worker:
         app.state.startup_hooks.append(start_embedded_worker)
     app.state.startup_hooks.append(freeze_startup_objects)
@@ -69,6 +70,22 @@ def run_server(app: FastAPI, settings: Settings) -> None:
         timeout_graceful_shutdown=5,
     )
     RdevServer(config, container).run()
+
+
+def server_url(settings: Settings) -> str:
+    """Where this server's own processes (and the person who started it) reach it."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+    return settings.public_url or f"http://{host}:{settings.port}"
+
+
+async def print_startup_summary(container: Container) -> None:
+    """A few lines a person reads once: URL, data, admin token (first start), agents."""
+    from rdev.doctor import startup_summary
+
+    summary = startup_summary(
+        container.settings, server_url(container.settings), container.bootstrap_token
+    )
+    print(summary, flush=True)  # noqa: T201 - for the operator's terminal, on purpose
 
 
 async def freeze_startup_objects(container: Container) -> None:
@@ -87,8 +104,7 @@ async def start_embedded_worker(container: Container) -> None:
     s = container.settings
     await container.tokens.revoke_named(EMBEDDED_WORKER_TOKEN_NAME)
     _, token = await container.tokens.create(EMBEDDED_WORKER_TOKEN_NAME, ["workers:run"])
-    host = "127.0.0.1" if s.host in ("0.0.0.0", "::", "") else s.host  # noqa: S104
-    server = s.public_url or f"http://{host}:{s.port}"
+    server = server_url(s)
     daemon: Any = build_worker(
         s, server=server, token=token, name=f"embedded-{socket.gethostname()}"
     )

@@ -82,12 +82,6 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await container.start()
-        if container.bootstrap_token:
-            print(  # noqa: T201 - shown once, on purpose, to the operator's terminal
-                f"\nrdev: created bootstrap admin token (shown only once):\n\n    "
-                f"{container.bootstrap_token}\n",
-                flush=True,
-            )
         for hook in app.state.startup_hooks:
             await hook(container)
         try:
