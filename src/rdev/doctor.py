@@ -283,10 +283,19 @@ async def _agents(settings: Settings, env: Mapping[str, str]) -> list[Finding]:
         missing_key = a.name == "claude-code" and not _has_any(env, CLAUDE_KEYS)
         if found is not None and missing_key:
             findings.append(
-                Finding(subject, False, f"version {found}, but no model API key is set", a.fix)
+                Finding(
+                    subject,
+                    False,
+                    f"version {found}, but no model API key is set",
+                    AGENT_FIXES.get(a.name),
+                )
             )
         elif found is None:
-            findings.append(Finding(subject, False, "the CLI does not answer --version", a.fix))
+            findings.append(
+                Finding(
+                    subject, False, "the CLI does not answer --version", AGENT_FIXES.get(a.name)
+                )
+            )
         else:
             findings.append(Finding(subject, True, f"version {found}"))
     return findings
@@ -332,7 +341,11 @@ async def _dns(settings: Settings) -> list[Finding]:
 
 
 async def _remote_servers(settings: Settings) -> list[Finding]:
-    """The Gitea repo host and the projects' CI servers, when configured."""
+    """The Gitea repo host and the projects' CI servers, when configured.
+
+    Both ask the server's public version endpoint (no token is sent): Gitea's
+    ``/api/v1/version`` and Woodpecker's ``/api/version`` (tests/specs holds the documents).
+    """
     targets: list[tuple[str, str, str]] = []
     if settings.repo_host == "gitea" and settings.gitea_url:
         targets.append(
@@ -346,7 +359,7 @@ async def _remote_servers(settings: Settings) -> list[Finding]:
         targets.append(
             (
                 f"ci {server}",
-                server.rstrip("/") + "/version",
+                server.rstrip("/").removesuffix("/api") + "/api/version",
                 "check the project's ci.server_url (PATCH /projects/{id})",
             )
         )
@@ -358,11 +371,24 @@ async def _remote_servers(settings: Settings) -> list[Finding]:
             except httpx.HTTPError as exc:
                 findings.append(Finding(subject, False, f"unreachable ({type(exc).__name__})", fix))
                 continue
-            ok = response.status_code < 500
-            findings.append(
-                Finding(subject, ok, f"answers HTTP {response.status_code}", None if ok else fix)
-            )
+            version = _version_field(response)
+            if version is None:
+                detail = f"answers HTTP {response.status_code} at {url}, but no version"
+                findings.append(Finding(subject, False, detail, fix))
+            else:
+                findings.append(Finding(subject, True, f"version {version}"))
     return findings
+
+
+def _version_field(response: httpx.Response) -> str | None:
+    if response.status_code != 200:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    version = body.get("version") if isinstance(body, dict) else None
+    return str(version) if version else None
 
 
 async def _ci_servers(settings: Settings) -> list[str]:
