@@ -1,4 +1,4 @@
-"""The arrows point inward: each layer imports only what ARCHITECTURE.md allows."""
+"""The arrows point inward: each layer imports only what docs/architecture.md allows."""
 
 from __future__ import annotations
 

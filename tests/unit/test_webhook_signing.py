@@ -17,7 +17,7 @@ from rdev.adapters.webhooks.signing import (
     verify,
 )
 
-# WEBHOOKS.md vector A (ours) and B (upstream library tests).
+# docs/webhooks.md test vectors: A (ours) and B (the Standard Webhooks library tests).
 VECTOR_A = (
     "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
     "msg_build_0001",

@@ -1,4 +1,4 @@
-"""ClaudeCodeAgent: runs Claude Code headless (``claude -p``), per AGENT-CLIS.md §1.
+"""ClaudeCodeAgent: runs Claude Code headless (``claude -p``), per docs/agent-clis.md §1.
 
 Command line: ``claude -p --output-format stream-json --verbose
 --dangerously-skip-permissions --no-session-persistence [--model M] [--max-turns N]

@@ -1,5 +1,5 @@
 """Claude Code's ``--output-format stream-json`` events: one readable log line per event,
-and the run's outcome from the final ``result`` event (AGENT-CLIS.md §1.4–§1.6)."""
+and the run's outcome from the final ``result`` event (docs/agent-clis.md §1.4–§1.6)."""
 
 from __future__ import annotations
 

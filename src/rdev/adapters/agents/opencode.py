@@ -1,4 +1,4 @@
-"""OpenCodeAgent: runs ``opencode run --format json`` headless, per AGENT-CLIS.md §2.
+"""OpenCodeAgent: runs ``opencode run --format json`` headless, per docs/agent-clis.md §2.
 
 Each run gets a private HOME with XDG dirs, a fresh TMPDIR (deleted afterwards: OpenCode
 leaves a 5.5 MB native module there per run) and its own config file, outside the

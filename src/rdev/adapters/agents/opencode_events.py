@@ -1,5 +1,5 @@
 """OpenCode's ``run --format json`` events and ``--print-logs`` stderr, folded into a run's
-outcome (AGENT-CLIS.md §2.4, §2.5).
+outcome (docs/agent-clis.md §2.4, §2.5).
 
 OpenCode has no final summary event: cost and tokens are summed over ``step_finish``
 events, turns are counted from them, the answer is the last ``text``, and a clean end is a

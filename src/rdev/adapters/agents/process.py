@@ -8,7 +8,7 @@ then SIGTERM after a short grace, then SIGKILL.
 
 The CLIs' tool processes (Claude's and OpenCode's bash tool) run in sessions of their own,
 so a group signal does not reach them and OpenCode leaves them running (see
-``/work/shared/specs/AGENT-CLIS.md`` §1.7, §2.6). The runner therefore records every
+docs/agent-clis.md §1.7, §2.6). The runner therefore records every
 descendant of the agent (a /proc scan, repeated while the agent runs) and SIGKILLs the
 ones still alive at the end, whichever way the run ended.
 

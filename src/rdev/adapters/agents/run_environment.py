@@ -2,7 +2,7 @@
 
 Each run gets a private HOME (kept under the request's scratch dir, so state such as
 ``~/.claude.json`` stays out of the repository) and a fresh TMPDIR, deleted after the run:
-OpenCode leaves a 5.5 MB native module in TMPDIR on every run (AGENT-CLIS.md §2.7).
+OpenCode leaves a 5.5 MB native module in TMPDIR on every run (docs/agent-clis.md §2.7).
 Only allowlisted provider variables from the worker's environment reach the agent.
 """
 

@@ -3,7 +3,7 @@
 Every request goes over TCP to one primary server: a stopped server is then a prompt
 "connection refused" rather than a UDP timeout, and large answers are never truncated.
 
-Decisions worth knowing (see /work/shared/specs/DNS.md):
+Decisions worth knowing (see docs/dns.md, "DNS facts rdev relies on"):
 
 * ``add_cname`` sends the update with the RFC 2136 prerequisite "name is not in use"
   (``absent``). BIND answers NOERROR yet silently ignores a CNAME added beside other
