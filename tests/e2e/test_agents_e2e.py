@@ -395,10 +395,8 @@ async def test_model_api_failure_fails_the_build_fast_with_a_clear_reason(
             cli.worker_env(agent_bin, model_api if failure != "unreachable" else None)
         )
         task_id = await submit(api, project, cli, auto_commit=True, auto_push=True)
-        running = await wait_for_status(api, task_id, {"running", "failed"}, timeout=60)
-        started = time.monotonic()
-        build = await wait_for_status(api, task_id, {"completed", "failed"}, timeout=90)
-        elapsed = time.monotonic() - started
+        await wait_for_status(api, task_id, {"running", "failed"}, timeout=60)
+        build = await wait_for_status(api, task_id, {"completed", "failed"}, timeout=180)
         events = (await api.get(f"/builds/{task_id}/events")).json()
 
     assert build["status"] == "failed", build
@@ -407,7 +405,12 @@ async def test_model_api_failure_fails_the_build_fast_with_a_clear_reason(
     if failure == 500:
         assert "500" in error or "server had an error" in error, error
     assert API_KEY not in error
-    assert elapsed < 60, f"took {elapsed:.0f}s after {running['status']}"
+    if isinstance(failure, int):
+        # fast = within the CLI's capped retry budget, not its default (Claude Code: 10
+        # retries unless CLAUDE_CODE_MAX_RETRIES, which rdev sets to 2; OpenCode: a fixed 5
+        # for 5xx, none for 401; docs/agent-clis.md §1.6, §2.5)
+        budget = {"claude-code": 3, "opencode": 6 if failure >= 500 else 1}[cli.agent]
+        assert 1 <= len(model_api.main_calls()) <= budget, model_api.main_calls()
     assert [e["to"] for e in events] == ["pending", "running", "failed"]  # not retried
     assert build["result"]["commit_sha"] is None
     assert stack.agent_processes() == []
