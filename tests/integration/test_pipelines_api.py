@@ -354,15 +354,43 @@ async def test_linker_gives_up_at_the_deadline(client, container, fake):
 
 
 async def test_linker_retries_ci_errors_until_the_deadline(client, container, fake):
-    container.pipelines.link_timeout = 1.0
+    # The background loop is stopped; each pass is run by hand and the link's due time and
+    # deadline are moved in the database, so no wall-clock pacing decides the outcome.
+    container.pipelines.poll_interval = 3600
+    container.stop_event.set()
     p = await ci_project(client, fake, token="wp-rejected-token-98765")
     task_id = await complete_pushed_build(client, p["name"], sha("rejected"))
-    ci = await wait_ci(client, task_id, lambda c: "error" in c)
-    assert ci["status"] == "searching" and "CI token rejected" in ci["error"]
-    ci = await wait_ci(client, task_id, lambda c: c["status"] == "unknown")
+
+    def lookups() -> int:
+        return sum(1 for _, path, _ in fake.requests if path.startswith("/api/repos/lookup"))
+
+    for n in range(1, 4):
+        await make_link_due(container)
+        assert await container.pipelines.check_due() == 1
+        assert lookups() == n  # retried on every pass while the deadline is ahead
+        ci = (await client.get(f"/builds/{task_id}")).json()["ci"]
+        assert ci["status"] == "searching" and "CI token rejected" in ci["error"]
+
+    await make_link_due(container, past_deadline=True)
+    assert await container.pipelines.check_due() == 1
+    ci = (await client.get(f"/builds/{task_id}")).json()["ci"]
+    assert ci["status"] == "unknown"
     assert "wp-rejected-token-98765" not in str(ci)
-    # Several checks were made (with backoff), not one.
-    assert sum(1 for _, path, _ in fake.requests if path.startswith("/api/repos/lookup")) >= 3
+    await make_link_due(container)
+    assert await container.pipelines.check_due() == 0  # given up: never checked again
+
+
+async def make_link_due(container, *, past_deadline: bool = False) -> None:
+    from datetime import UTC, datetime
+
+    from rdev.adapters.db.tables import ci_links
+
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {"next_check_at": now - timedelta(seconds=1)}
+    if past_deadline:
+        values["deadline_at"] = now - timedelta(seconds=1)
+    async with container.db.write() as conn:
+        await conn.execute(sa.update(ci_links).values(**values))
 
 
 async def test_no_link_without_push_or_without_ci(client, container, fake):
