@@ -3,8 +3,8 @@ CodeAgent port. ``build_agents(settings)`` builds them; ``offered`` tells which 
 
 ``AGENT_PRIVATE_PATHS``: worktree paths the agent CLIs may write for themselves (settings,
 project config). None was seen written with the environment these adapters set
-(docs/agent-clis.md §1.8, §2.7), but the executor should leave them out of commits unless they
-are already tracked, as a guard.
+(docs/agent-clis.md §1.8, §2.7), but the executor should leave them out of commits unless
+they are already tracked, as a guard.
 """
 
 from __future__ import annotations

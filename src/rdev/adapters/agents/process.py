@@ -7,10 +7,10 @@ request to stop (e.g. a budget) ends it by signalling the whole process group: S
 then SIGTERM after a short grace, then SIGKILL.
 
 The CLIs' tool processes (Claude's and OpenCode's bash tool) run in sessions of their own,
-so a group signal does not reach them and OpenCode leaves them running (see
-docs/agent-clis.md §1.7, §2.6). The runner therefore records every
-descendant of the agent (a /proc scan, repeated while the agent runs) and SIGKILLs the
-ones still alive at the end, whichever way the run ended.
+so a group signal does not reach them and OpenCode leaves them running (docs/agent-clis.md
+§1.7, §2.6; this runner is §4.1). The runner therefore records every descendant of the agent
+(a /proc scan, repeated while the agent runs) and SIGKILLs the ones still alive at the end,
+whichever way the run ended.
 
 A daemon (``(setsid server &)``, ``nohup``, a double fork) leaves the tree between two
 scans: its parent exits and it is re-parented to init. Each run therefore also puts a tag
