@@ -6,7 +6,6 @@ import asyncio
 import base64
 import os
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,17 +158,17 @@ async def test_alias_outside_the_configured_zones_is_a_dns_error(
         await provider(bind).add_cname("apps.test", TARGET)
 
 
-async def test_stopped_server_is_a_dns_error_within_bounded_time(
+async def test_stopped_server_is_a_dns_error_without_waiting_for_the_timeout(
     bind: BindServer,
 ) -> None:
     dns = provider(bind)
     bind.stop()
-    started = time.monotonic()
+    # "refused", not "did not answer within": the error came from the refused connection,
+    # not from waiting out the timeout (TCP is used, so a stopped server is a refusal).
     with pytest.raises(DNSError, match="refused the connection"):
         await dns.add_cname("down.apps.test", TARGET)
-    with pytest.raises(DNSError):
+    with pytest.raises(DNSError, match="refused the connection"):
         await dns.lookup_cname("down.apps.test")
-    assert time.monotonic() - started < 2 * dns.timeout
 
 
 async def test_silent_server_is_a_dns_error_after_the_timeout() -> None:
@@ -186,10 +185,10 @@ async def test_silent_server_is_a_dns_error_after_the_timeout() -> None:
             None,
             timeout=0.5,
         )
-        started = time.monotonic()
+        # The socket never answers: only the 0.5 s timeout can end the call, which a
+        # failure-only 60 s deadline bounds.
         with pytest.raises(DNSError, match=r"did not answer within 0.5s"):
-            await dns.add_cname("slow.apps.test", TARGET)
-        assert time.monotonic() - started < 2.0
+            await asyncio.wait_for(dns.add_cname("slow.apps.test", TARGET), 60)
 
 
 def test_bad_settings_are_refused_without_echoing_the_secret() -> None:
