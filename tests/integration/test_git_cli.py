@@ -6,7 +6,6 @@ import asyncio
 import base64
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -73,20 +72,16 @@ async def test_wrong_token_fails_fast_with_authentication_error_and_no_secret(
 ):
     url = git_server.make_repo("demo")
     wrong = "wrong-token-" + "x" * 20
-    started = time.monotonic()
-    with pytest.raises(GitAuthFailed) as info:
-        await gitcli.clone(url, tmp_path / "w", "main", "main", wrong)
-    assert time.monotonic() - started < 5
+    with pytest.raises(GitAuthFailed) as info:  # not a prompt waiting on the clone's timeout
+        await asyncio.wait_for(gitcli.clone(url, tmp_path / "w", "main", "main", wrong), 60)
     assert "authentication failed" in str(info.value).lower()
     assert_no_secret(str(info.value), wrong)
 
 
 async def test_missing_token_fails_fast_with_authentication_error(gitcli, git_server, tmp_path):
     url = git_server.make_repo("demo")
-    started = time.monotonic()
     with pytest.raises(GitAuthFailed, match="authentication failed"):
-        await gitcli.clone(url, tmp_path / "w", "main", "main", None)
-    assert time.monotonic() - started < 5
+        await asyncio.wait_for(gitcli.clone(url, tmp_path / "w", "main", "main", None), 60)
 
 
 async def test_token_never_lands_in_git_metadata(gitcli, git_server, tmp_path):
@@ -130,13 +125,15 @@ async def test_a_stalled_remote_hits_the_timeout_instead_of_hanging(tmp_path):
     accepted: list[socket.socket] = []
     threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
     port = listener.getsockname()[1]
-    started = time.monotonic()
     try:
+        # The remote never answers: only GitCLI's own 1 s timeout can end the clone.
         with pytest.raises(GitError, match="timed out"):
-            await GitCLI(timeout=1).clone(
-                f"http://127.0.0.1:{port}/x.git", tmp_path / "w", "main", "main", "token-1234"
+            await asyncio.wait_for(
+                GitCLI(timeout=1).clone(
+                    f"http://127.0.0.1:{port}/x.git", tmp_path / "w", "main", "main", "token-1234"
+                ),
+                60,
             )
-        assert time.monotonic() - started < 5
     finally:
         for conn in accepted:
             conn.close()
@@ -394,9 +391,9 @@ async def test_ssh_remote_fails_fast_instead_of_prompting(gitcli, tmp_path):
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
     closed.close()
-    started = time.monotonic()
-    with pytest.raises(GitError):
-        await gitcli.clone(
-            f"ssh://git@127.0.0.1:{port}/x.git", tmp_path / "w", "main", "main", None
+    with pytest.raises(GitError) as info:  # not a prompt waiting on the clone's timeout
+        await asyncio.wait_for(
+            gitcli.clone(f"ssh://git@127.0.0.1:{port}/x.git", tmp_path / "w", "main", "main", None),
+            60,
         )
-    assert time.monotonic() - started < 10
+    assert "timed out" not in str(info.value)
