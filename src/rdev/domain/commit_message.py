@@ -1,7 +1,8 @@
 """Commit messages for builds: a subject from the prompt, the prompt as body, a Build-Id trailer.
 
-The CI integration finds the build behind a pipeline through the ``Build-Id:`` trailer, so it
-is always the last paragraph, exactly ``Build-Id: <id>``.
+The trailer ties a commit in the repository's history back to the build that made it (the CI
+linker itself matches pipelines on the commit SHA), so it is always the last paragraph,
+exactly ``Build-Id: <id>``.
 """
 
 from __future__ import annotations
