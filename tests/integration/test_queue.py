@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
+import rdev.services.workers
 from rdev.bootstrap import build_container
 from rdev.domain.models import BuildResult, BuildSpec
 from tests.conftest import ADMIN_TOKEN
@@ -138,23 +140,36 @@ async def test_restart_keeps_pending_builds_claimable(settings):
         await second.stop()
 
 
-async def test_waiting_claim_wakes_on_submit_without_polling_delay(client, container):
+async def until(what: str, check, limit: float = 60.0) -> None:
+    """Poll ``check()`` until true; only a failure waits ``limit`` s."""
+    deadline = time.monotonic() + limit
+    while not check():
+        assert time.monotonic() < deadline, f"never happened within {limit}s: {what}"
+        await asyncio.sleep(0.01)
+
+
+def without_the_claims_own_fallback_look(monkeypatch) -> None:
+    """A waiting claim looks again on its own only after an hour: whatever it returns within
+    the test's bound came from a wake-up."""
+    monkeypatch.setattr(rdev.services.workers, "FALLBACK_RECHECK_SECONDS", 3600.0)
+
+
+async def test_waiting_claim_wakes_on_submit_without_polling_delay(client, container, monkeypatch):
     from tests.factories import create_project, register_worker, submit
 
+    without_the_claims_own_fallback_look(monkeypatch)
+    container.notifier._rechecker.cancel()  # and no periodic re-check either: only the submit
     p = await create_project(client)
     wid = await register_worker(client)
-    loop = asyncio.get_running_loop()
     claim = asyncio.create_task(
-        client.post(f"/workers/{wid}/claim", json={"max_tasks": 1, "wait_seconds": 20})
+        client.post(f"/workers/{wid}/claim", json={"max_tasks": 1, "wait_seconds": 60})
     )
-    await asyncio.sleep(0.3)
+    await until("the claim waits", lambda: container.notifier._waiters)
     assert not claim.done()
-    t0 = loop.time()
     b = await submit(client, p["name"])
-    r = await claim
+    # Unwoken, the claim would answer after its full 60 s: the bound is half of that.
+    r = await asyncio.wait_for(claim, 30)
     assert r.json()[0]["task_id"] == b["task_id"]
-    # The re-check safety net is 2 s; a wake-up must beat it clearly.
-    assert loop.time() - t0 < 1.5
 
 
 async def test_result_of_complete_is_stored(container):
@@ -228,9 +243,12 @@ async def test_a_mixed_batch_of_results_answers_each_item_on_its_own(container):
     ) == ["completed"]
 
 
-async def test_a_retry_coming_due_reaches_a_waiting_claimer_without_a_new_submit(client, container):
+async def test_a_retry_coming_due_reaches_a_waiting_claimer_without_a_new_submit(
+    client, container, monkeypatch
+):
     from tests.factories import create_project, register_worker, submit
 
+    without_the_claims_own_fallback_look(monkeypatch)
     p = await create_project(client)
     b = await submit(client, p["name"])
     wid = await register_worker(client)
@@ -245,10 +263,9 @@ async def test_a_retry_coming_due_reaches_a_waiting_claimer_without_a_new_submit
         },
     )
     assert r.json()["status"] == "pending"
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    # Nobody announces the retry: the notifier's periodic re-check must find it long
-    # before the waiting claim's own fallback look (15 s).
-    again = await client.post(f"/workers/{wid}/claim", json={"max_tasks": 1, "wait_seconds": 20})
+    # Nobody announces the retry and the claim's own look comes only at its end (60 s): the
+    # notifier's periodic re-check must find it. The bound is half the claim's wait.
+    again = await asyncio.wait_for(
+        client.post(f"/workers/{wid}/claim", json={"max_tasks": 1, "wait_seconds": 60}), 30
+    )
     assert [t["task_id"] for t in again.json()] == [b["task_id"]]
-    assert loop.time() - t0 < 8
