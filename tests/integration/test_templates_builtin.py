@@ -36,12 +36,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def get(port: int, path: str, deadline: float = 10.0) -> tuple[int, bytes]:
-    """GET with retries until the server accepts connections (or the deadline passes)."""
+def get(port: int, path: str, deadline: float = 60.0) -> tuple[int, bytes]:
+    """GET with retries until the server accepts connections (or the deadline passes: only
+    a failure waits that long)."""
     end = time.monotonic() + deadline
     while True:
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             conn.request("GET", path)
             resp = conn.getresponse()
             return resp.status, resp.read()
