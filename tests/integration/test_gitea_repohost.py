@@ -217,7 +217,9 @@ async def test_unreachable_gitea_maps_to_upstream_failed():
 
 
 async def test_slow_gitea_maps_to_upstream_timeout(fake_gitea: FakeGitea):
-    fake_gitea.delay = 1.0
+    # 5 s against a 0.2 s timeout: the timeout surely ends the call first on a loaded
+    # machine (the fake's stop waits out the handler, so not longer).
+    fake_gitea.delay = 5.0
     with pytest.raises(UpstreamTimeout) as err:
         await host(fake_gitea, timeout=0.2).create("svc", "main", {}, None)
     assert err.value.status == 504

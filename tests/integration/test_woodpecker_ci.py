@@ -292,7 +292,9 @@ async def test_upstream_error_bodies_are_never_passed_through(fake, ci):
 
 
 async def test_slow_server_times_out_as_upstream_timeout(fake):
-    fake.delay = 1.0
+    # The answer comes after 30 s, the timeout is 0.2 s: however slow this machine, only the
+    # timeout can end the call first (the fake's shutdown cuts the waiting handler).
+    fake.delay = 30.0
     ci = WoodpeckerCI(fake.url, REPO, fake.token, timeout=0.2)
     with pytest.raises(UpstreamTimeout) as err:
         await ci.list_pipelines()
@@ -327,7 +329,7 @@ async def test_token_never_appears_in_any_raised_error(fake):
         with pytest.raises(DomainError) as err:
             await call
         errors.append(err.value)
-    fake.delay = 0.5
+    fake.delay = 30.0  # only the 0.1 s timeout can end the call first
     with pytest.raises(UpstreamTimeout) as err:
         await WoodpeckerCI(fake.url, REPO, token, timeout=0.1).list_pipelines()
     errors.append(err.value)
