@@ -41,7 +41,11 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-SLOW_AGENT = "for i in $(seq 1 30); do echo line $i; sleep 0.3; done"
+#: Prints a line every 0.3 s until it is cancelled: the build is surely still running
+#: while the page is watched, however slow the machine.
+SLOW_AGENT = "i=0; while true; do i=$((i + 1)); echo line $i; sleep 0.3; done"
+#: Playwright waits: only a failure waits this long.
+UI_WAIT_MS = 60_000
 EVIL_PROMPT = (
     'Fix it <script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> & "quotes"'
 )
@@ -85,9 +89,10 @@ async def test_sign_in_watch_live_log_cancel_and_prompt_is_text(
         r = await api.post(f"/projects/{name}/builds", json={"prompt": EVIL_PROMPT})
         assert r.status_code == 202, r.text
         task_id = r.json()["task_id"]
-        await wait_for_status(api, task_id, {"running"}, timeout=30)
+        await wait_for_status(api, task_id, {"running"})
 
         context = await browser.new_context(viewport={"width": 1280, "height": 1000})
+        context.set_default_timeout(UI_WAIT_MS)
         page = await context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -121,11 +126,11 @@ async def test_sign_in_watch_live_log_cancel_and_prompt_is_text(
         )
 
         await page.click("#cancel")
-        await expect(page.locator("#status")).to_have_text("cancelled", timeout=30_000)
-        build = await wait_for_status(api, task_id, {"cancelled"}, timeout=10)
+        await expect(page.locator("#status")).to_have_text("cancelled", timeout=UI_WAIT_MS)
+        # The agent never ends on its own: only the cancel stopped it.
+        build = await wait_for_status(api, task_id, {"cancelled"})
         assert build["status"] == "cancelled"
-        assert len(await log.locator(".line").all_text_contents()) < 30  # stopped early
-        await page.wait_for_selector("#result-success", timeout=15_000)
+        await page.wait_for_selector("#result-success", timeout=UI_WAIT_MS)
         assert (await page.text_content("#status")) == "cancelled"
         await page.screenshot(
             path=str(ARTIFACTS / f"dashboard-build-cancelled-{backend}.png"), full_page=True
@@ -142,7 +147,7 @@ async def test_sign_in_watch_live_log_cancel_and_prompt_is_text(
         await context.close()
 
 
-async def until_count(locator: Any, n: int, timeout: float = 20.0) -> int:
+async def until_count(locator: Any, n: int, timeout: float = 60.0) -> int:
     """Poll from the test side (the page's CSP forbids Playwright's in-page eval polling)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
