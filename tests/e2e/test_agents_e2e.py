@@ -38,6 +38,7 @@ from tests.fixtures.agent_clis import (  # noqa: F401
     group_gone,
     marked_processes,
     opencode_bin,
+    wait_for_marked_command,
 )
 from tests.fixtures.git_server import git_server  # noqa: F401
 from tests.fixtures.model_server import (
@@ -293,8 +294,8 @@ async def wait_for_log(api: httpx.AsyncClient, task_id: str, prefix: str, limit:
 
 def assert_nothing_left(stack: Stack, watcher: AgentGroups) -> None:
     assert watcher.groups, "the agent's processes were never seen"
-    assert all(group_gone(g, limit=10) for g in watcher.groups)
-    deadline = time.monotonic() + 10
+    assert all(group_gone(g) for g in watcher.groups)
+    deadline = time.monotonic() + 60  # only a failure waits this long
     while stack.agent_processes() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert stack.agent_processes() == []
@@ -487,19 +488,16 @@ async def test_cancel_mid_run_stops_the_agent_and_its_tool_and_keeps_the_partial
         project = await stack.project(api)
         stack.start_worker(cli.worker_env(agent_bin, model_api))
         task_id = await submit(api, project, cli, auto_commit=True, auto_push=True)
-        await wait_for_log(api, task_id, cli.tool_line + "echo started", limit=90)
-        while len(model_api.main_calls()) < 2:
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(2)  # the second tool's sleep is running now
+        await wait_for_log(api, task_id, cli.tool_line + "echo started", limit=120)
+        # The second tool's sleep runs now, and the watcher has its group.
+        await wait_for_marked_command(stack.marker, ["sleep", "300"], watcher.groups)
         r = await api.post(f"/builds/{task_id}/cancel")
         assert r.status_code in (200, 202), r.text
-        cancelled_at = time.monotonic()
-        build = await wait_for_status(api, task_id, {"cancelled", "completed", "failed"}, 60)
-        elapsed = time.monotonic() - cancelled_at
+        # The tool sleeps 300 s: only the cancel can end the build within the wait.
+        build = await wait_for_status(api, task_id, {"cancelled", "completed", "failed"})
         logs = await log_lines(api, task_id)
 
     assert build["status"] == "cancelled", build
-    assert elapsed < 30
     assert any(line.startswith(cli.tool_line + "echo started") for line in logs), logs
     assert any(line.startswith("rdev: running agent") for line in logs)
     assert build["result"]["commit_sha"] is None
@@ -516,8 +514,9 @@ async def test_build_over_max_turns_fails_with_that_reason(
     stack: Stack,
     model_api: CheckoutModelServer,
 ) -> None:
-    # The second answer is slow: the run is stopped after turn 1 before it could arrive.
-    model_api.script(cli.bash("echo one"), cli.bash("echo two > two.txt", delay=5.0), Text("done"))
+    # The second answer is slow: the run is stopped after turn 1 before it could arrive
+    # (a minute: surely, however loaded the machine).
+    model_api.script(cli.bash("echo one"), cli.bash("echo two > two.txt", delay=60.0), Text("done"))
     async with stack.server.client() as api:
         project = await stack.project(api)
         stack.start_worker(cli.worker_env(agent_bin, model_api))
@@ -539,7 +538,7 @@ async def test_build_for_an_agent_no_worker_offers_stays_pending_and_says_why(
             {"RDEV_COMMAND_AGENT": "true", "RDEV_OPENCODE_BIN": "/nonexistent",
              "RDEV_CLAUDE_BIN": "/nonexistent"}
         )  # fmt: skip
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # only a failure waits this long
         while True:
             items = (await api.get("/workers")).json()
             if items:
@@ -547,7 +546,11 @@ async def test_build_for_an_agent_no_worker_offers_stays_pending_and_says_why(
             assert time.monotonic() < deadline, worker.log()[-2000:]
             await asyncio.sleep(0.2)
         task_id = await submit(api, project, OPENCODE)
-        await asyncio.sleep(3)  # a few claim rounds
+        # A later build the worker can take: once it is done, the worker has claimed since
+        # the first was queued (instead of sleeping through "a few claim rounds").
+        later = await submit(api, project, Cli("command", "", ""))
+        done = await wait_for_status(api, later, {"completed", "failed"})
+        assert done["status"] == "completed", done
         build = (await api.get(f"/builds/{task_id}")).json()
 
     assert build["status"] == "pending", build
