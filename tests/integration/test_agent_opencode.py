@@ -219,7 +219,7 @@ async def test_opencode_max_turns_is_enforced_by_counting_steps(
 ) -> None:
     model_server.script(
         ToolCall("bash", {"command": "echo one", "description": "one"}),
-        ToolCall("bash", {"command": "echo two > two.txt", "description": "two"}, delay=5.0),
+        ToolCall("bash", {"command": "echo two > two.txt", "description": "two"}, delay=60.0),
         Text("done"),
     )
     result = await _agent(opencode_bin, model_server.openai_base_url).run(
@@ -242,9 +242,9 @@ async def test_opencode_budget_exceeded_stops_the_run(
 ) -> None:
     model_server.script(
         ToolCall("bash", {"command": "echo one", "description": "one"}),
-        # The next answer is slow, so the run is surely stopped (budget spent after step 1)
-        # before a second tool could run, however loaded the machine is.
-        ToolCall("bash", {"command": "echo two > two.txt", "description": "two"}, delay=5.0),
+        # The next answer takes a minute, so the run is surely stopped (budget spent after
+        # step 1) before a second tool could run, however loaded the machine is.
+        ToolCall("bash", {"command": "echo two > two.txt", "description": "two"}, delay=60.0),
         Text("done"),
     )
     result = await _agent(opencode_bin, model_server.openai_base_url).run(
