@@ -20,7 +20,10 @@ from rdev.adapters.db.ci_links import SqlCILinkStore
 from tests.conftest import make_token
 from tests.factories import create_project, register_worker, submit
 from tests.fixtures.fake_woodpecker import FakeWoodpecker, running_fake_woodpecker
-from tests.fixtures.webhook_receiver import receivers  # noqa: F401  (pytest fixture)
+from tests.fixtures.webhook_receiver import (
+    receivers,  # noqa: F401  (pytest fixture)
+    wait_settled,
+)
 
 REPO = "acme/shop"
 
@@ -175,9 +178,9 @@ async def test_unknown_or_unreadable_ci_repo_is_404(client, fake):
 async def test_slow_ci_server_is_504(client, container, fake):
     container.pipelines.http_timeout = 0.3
     p = await ci_project(client, fake)
-    fake.delay = 1.5
+    fake.delay = 30.0  # however starved this loop, the answer cannot beat the timeout
     r = await client.get(f"/projects/{p['id']}/pipelines")
-    assert r.status_code == 504, r.text  # the 0.3 s timeout, not the 1.5 s answer
+    assert r.status_code == 504, r.text  # the 0.3 s timeout, not the 30 s answer
     assert r.json()["type"].endswith("/upstream-timeout")
     fake.delay = 0
 
@@ -239,7 +242,8 @@ async def complete_pushed_build(
     return b["task_id"]
 
 
-async def wait_ci(client, task_id: str, pred, timeout: float = 15.0) -> dict[str, Any]:
+async def wait_ci(client, task_id: str, pred, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll the build's ``ci`` until ``pred`` holds (only a failure waits ``timeout`` s)."""
     deadline = time.monotonic() + timeout
     ci = None
     while time.monotonic() < deadline:
@@ -290,8 +294,14 @@ async def test_linker_follows_the_pushed_commit_to_a_failed_pipeline_and_calls_b
     assert body["data"]["ci"]["pipeline_number"] == pipe.number
     build = (await client.get(f"/builds/{task_id}")).json()
     assert build["status"] == "completed"  # CI never changes the build's own status
-    await asyncio.sleep(0.4)
-    assert len(receiver.requests) == 1  # one event, not one per poll
+    # One event, not one per poll: the link is done (never checked again), and its one
+    # delivery went out once.
+    delivery = await wait_settled(client, task_id, "delivered")
+    assert (delivery["event"], delivery["attempt_count"]) == ("build.ci_failed", 1)
+    async with container.db.read() as conn:
+        states = (await conn.execute(sa.text("SELECT state FROM ci_links"))).scalars().all()
+    assert states == ["done"]
+    assert len(receiver.requests) == 1
 
 
 async def test_linker_passes_a_green_pipeline_and_queues_ci_passed(client, container, fake):
@@ -356,8 +366,7 @@ async def test_linker_gives_up_at_the_deadline(client, container, fake):
 async def test_linker_retries_ci_errors_until_the_deadline(client, container, fake):
     # The background loop is stopped; each pass is run by hand and the link's due time and
     # deadline are moved in the database, so no wall-clock pacing decides the outcome.
-    container.pipelines.poll_interval = 3600
-    container.stop_event.set()
+    await stop_the_linker(container)
     p = await ci_project(client, fake, token="wp-rejected-token-98765")
     task_id = await complete_pushed_build(client, p["name"], sha("rejected"))
 
@@ -380,6 +389,14 @@ async def test_linker_retries_ci_errors_until_the_deadline(client, container, fa
     assert await container.pipelines.check_due() == 0  # given up: never checked again
 
 
+async def stop_the_linker(container) -> None:
+    """Stop the background CI linker and wait until its loop has ended."""
+    container.pipelines.poll_interval = 3600
+    container.stop_event.set()
+    [linker] = [t for t in container.background if t.get_name() == "rdev-ci-linker"]
+    await asyncio.wait_for(linker, 60)
+
+
 async def make_link_due(container, *, past_deadline: bool = False) -> None:
     from datetime import UTC, datetime
 
@@ -398,17 +415,18 @@ async def test_no_link_without_push_or_without_ci(client, container, fake):
     plain = await create_project(client)
     t1 = await complete_pushed_build(client, p["name"], sha("local"), pushed=False)
     t2 = await complete_pushed_build(client, plain["name"], sha("no-ci"))
-    await asyncio.sleep(0.3)
+    # The completion hook runs inside the completion: a pushed build with CI is linked by
+    # the time its completion answered (so the two above would be, too, nothing to wait for).
+    t3 = await complete_pushed_build(client, p["name"], sha("linked"))
+    assert (await client.get(f"/builds/{t3}")).json()["ci"]["commit_sha"] == sha("linked")
     for t in (t1, t2):
         assert (await client.get(f"/builds/{t}")).json()["ci"] is None
     async with container.db.read() as conn:
-        assert (await conn.execute(sa.text("SELECT count(*) FROM ci_links"))).scalar() == 0
+        assert (await conn.execute(sa.text("SELECT count(*) FROM ci_links"))).scalar() == 1
 
 
 async def test_a_leased_link_is_not_claimed_twice(client, container, fake):
-    container.pipelines.poll_interval = 3600  # keep the background loop out of the way
-    container.stop_event.set()
-    await asyncio.sleep(0.2)
+    await stop_the_linker(container)  # keep the background loop out of the way
     p = await ci_project(client, fake)
     await complete_pushed_build(client, p["name"], sha("lease"))
     a, b = SqlCILinkStore(container.db), SqlCILinkStore(container.db)
