@@ -212,7 +212,7 @@ async def test_expired_lease_is_reclaimed_and_the_first_workers_result_is_refuse
             w1 = await register_worker(cl, "one")
             w2 = await register_worker(cl, "two")
             [t1] = await _claim(cl, w1)
-            [t2] = await _claim(cl, w2, wait=10)  # after the reaper requeues it
+            [t2] = await _claim(cl, w2, wait=60)  # after the reaper requeues it (at once)
             assert t2["task_id"] == b["task_id"] and t2["lease_token"] != t1["lease_token"]
             assert t2["attempt"] == 2
             stale = await _complete(cl, w1, t1, output="from one")
