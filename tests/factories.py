@@ -16,6 +16,17 @@ async def create_project(client: httpx.AsyncClient, **over: Any) -> dict[str, An
     return r.json()  # type: ignore[no-any-return]
 
 
+async def create_woodpecker_project(
+    client: httpx.AsyncClient, server_url: str, repo: str, token: str
+) -> dict[str, Any]:
+    """A project whose CI is the Woodpecker at ``server_url`` (``repo`` = owner/name)."""
+    p = await create_project(client)
+    ci = {"provider": "woodpecker", "server_url": server_url, "repo": repo, "token": token}
+    r = await client.patch(f"/projects/{p['id']}", json={"ci": ci})
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
 async def submit(client: httpx.AsyncClient, project: str, **spec: Any) -> dict[str, Any]:
     body = {"prompt": "do the thing", "agent": "command"}
     body.update(spec)

@@ -22,6 +22,7 @@ from tests.fixtures.agent_clis import (  # noqa: F401
     git_status,
     group_gone,
     process_marker,
+    run_cancelled_while_tool_sleeps,
     scratch_dir,
     wait_for_marked_command,
     wait_no_marked_processes,
@@ -172,30 +173,15 @@ async def test_claude_cancel_while_a_tool_runs_kills_everything_and_keeps_the_lo
     process_marker: str,
 ) -> None:
     model_server.script(ToolCall("Bash", {"command": "sleep 300; echo never"}), Text("done"))
-    cancel = asyncio.Event()
-    log = LogCollector()
-
-    with GroupWatcher(process_marker) as watcher:
-
-        async def cancel_once_the_tool_sleeps() -> None:
-            try:  # the tool's sleep runs, and the watcher has its group
-                await wait_for_marked_command(process_marker, ["sleep", "300"], watcher.groups)
-            finally:
-                cancel.set()
-
-        canceller = asyncio.create_task(cancel_once_the_tool_sleeps())
-        # The tool sleeps 300 s: a run that ignored the cancel would not end in time.
-        result = await asyncio.wait_for(
-            _agent(claude_bin, model_server.url).run(
-                _request(git_repo, scratch_dir, process_marker, timeout_seconds=600), log, cancel
-            ),
-            240,
-        )
-        await canceller
+    result, log, groups = await run_cancelled_while_tool_sleeps(
+        _agent(claude_bin, model_server.url),
+        _request(git_repo, scratch_dir, process_marker, timeout_seconds=600),
+        process_marker,
+    )
     assert result.cancelled and not result.success
     assert "tool Bash: sleep 300; echo never" in log.lines
-    assert len(watcher.groups) >= 2  # claude's group and the Bash tool's own group
-    assert all(group_gone(g) for g in watcher.groups)
+    assert len(groups) >= 2  # claude's group and the Bash tool's own group
+    assert all(group_gone(g) for g in groups)
     assert wait_no_marked_processes(process_marker) == []
 
 

@@ -22,6 +22,7 @@ from tests.fixtures.agent_clis import (  # noqa: F401
     group_gone,
     opencode_bin,
     process_marker,
+    run_cancelled_while_tool_sleeps,
     scratch_dir,
     wait_for_marked_command,
     wait_no_marked_processes,
@@ -183,30 +184,15 @@ async def test_opencode_cancel_while_a_tool_runs_kills_the_tool_too_and_keeps_th
         ToolCall("bash", {"command": "sleep 300; echo never", "description": "sleep"}),
         Text("done"),
     )
-    cancel = asyncio.Event()
-    log = LogCollector()
-
-    with GroupWatcher(process_marker) as watcher:
-
-        async def cancel_once_the_tool_sleeps() -> None:
-            try:  # the tool's sleep runs, and the watcher has its group
-                await wait_for_marked_command(process_marker, ["sleep", "300"], watcher.groups)
-            finally:
-                cancel.set()
-
-        canceller = asyncio.create_task(cancel_once_the_tool_sleeps())
-        # The tool sleeps 300 s: a run that ignored the cancel would not end in time.
-        result = await asyncio.wait_for(
-            _agent(opencode_bin, model_server.openai_base_url).run(
-                _request(git_repo, scratch_dir, process_marker, timeout_seconds=600), log, cancel
-            ),
-            240,
-        )
-        await canceller
+    result, log, groups = await run_cancelled_while_tool_sleeps(
+        _agent(opencode_bin, model_server.openai_base_url),
+        _request(git_repo, scratch_dir, process_marker, timeout_seconds=600),
+        process_marker,
+    )
     assert result.cancelled and not result.success
     assert "tool bash: echo first" in log.lines
-    assert len(watcher.groups) >= 2  # opencode's group and the bash tool's own
-    assert all(group_gone(g) for g in watcher.groups)
+    assert len(groups) >= 2  # opencode's group and the bash tool's own
+    assert all(group_gone(g) for g in groups)
     assert wait_no_marked_processes(process_marker) == []
 
 

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from rdev.config import Settings
 from rdev.doctor import Finding, render, run_checks, startup_summary
-from tests.factories import create_project
+from tests.factories import create_woodpecker_project
 from tests.fixtures.agent_clis import CLAUDE_VERSION, claude_bin  # noqa: F401 (fixture)
 from tests.fixtures.bind import BindServer, bind_server  # noqa: F401 (fixture)
 from tests.fixtures.fake_woodpecker import VERSION as WOODPECKER_VERSION
 from tests.fixtures.fake_woodpecker import running_fake_woodpecker
-from tests.fixtures.processes import free_port
+from tests.fixtures.processes import free_port, run_rdev
 
 REPO = "team/app"
 
@@ -33,15 +32,8 @@ def finding(findings: list[Finding], subject: str) -> Finding:
 
 
 def doctor(tmp_path: Path, **rdev_env: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RDEV_", "ANTHROPIC_"))}
-    env.update(RDEV_DATA_DIR=str(tmp_path / "data"), **rdev_env)
-    return subprocess.run(
-        [sys.executable, "-m", "rdev.cli", "doctor"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    data_dir = str(tmp_path / "data")
+    return run_rdev("doctor", strip=("RDEV_", "ANTHROPIC_"), RDEV_DATA_DIR=data_dir, **rdev_env)
 
 
 # -- exit code and advice ---------------------------------------------------------------------
@@ -158,19 +150,7 @@ async def test_each_projects_ci_server_is_asked_for_its_version(
     with running_fake_woodpecker() as fake:
         fake.add_repo(REPO)
         for server_url in (fake.url, dead_url):
-            p = await create_project(client)
-            r = await client.patch(
-                f"/projects/{p['id']}",
-                json={
-                    "ci": {
-                        "provider": "woodpecker",
-                        "server_url": server_url,
-                        "repo": REPO,
-                        "token": fake.token,
-                    }
-                },
-            )
-            assert r.status_code == 200, r.text
+            await create_woodpecker_project(client, server_url, REPO, fake.token)
         findings = await run_checks(container.settings, env={})
         assert ("GET", "/api/version", []) in fake.requests
 

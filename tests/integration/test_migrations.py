@@ -8,9 +8,7 @@ unique or foreign key that a migration forgot (or added on its own) shows up as 
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from sqlalchemy import create_engine, inspect, make_url
 from rdev.adapters.db.engine import Database
 from rdev.adapters.db.migrate import upgrade
 from rdev.adapters.db.tables import metadata
+from tests.fixtures.processes import run_rdev
 
 
 def sync_url(db_url: str) -> str:
@@ -76,15 +75,7 @@ async def test_migrating_twice_changes_nothing(db_url: str) -> None:
 
 
 def run_migrate(data_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RDEV_")}
-    env["RDEV_DATA_DIR"] = str(data_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "rdev.cli", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_rdev("migrate", RDEV_DATA_DIR=str(data_dir))
 
 
 def test_rdev_migrate_on_a_fresh_sqlite_data_dir_succeeds_and_is_idempotent(

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from rdev.adapters.db.ci_links import SqlCILinkStore
 from tests.conftest import make_token
-from tests.factories import create_project, register_worker, submit
+from tests.factories import create_project, create_woodpecker_project, register_worker, submit
 from tests.fixtures.fake_woodpecker import FakeWoodpecker, running_fake_woodpecker
 from tests.fixtures.webhook_receiver import (
     receivers,  # noqa: F401  (pytest fixture)
@@ -47,20 +47,7 @@ def fake() -> Iterator[FakeWoodpecker]:
 async def ci_project(
     client, fake: FakeWoodpecker, *, token: str | None = None, repo: str = REPO
 ) -> dict[str, Any]:
-    p = await create_project(client)
-    r = await client.patch(
-        f"/projects/{p['id']}",
-        json={
-            "ci": {
-                "provider": "woodpecker",
-                "server_url": fake.url,
-                "repo": repo,
-                "token": token or fake.token,
-            }
-        },
-    )
-    assert r.status_code == 200, r.text
-    return r.json()
+    return await create_woodpecker_project(client, fake.url, repo, token or fake.token)
 
 
 # -- the proxy ---------------------------------------------------------------------------------
