@@ -113,6 +113,23 @@ async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
         yield ac
 
 
+async def run_out_lease_clock(container: Container, task_id: str) -> None:
+    """Set a leased task's expiry in the past, as a slow worker would find it: the reaper's
+    next pass (called by hand: ``container.queue.reap_expired()``) takes it back."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from rdev.adapters.db.tables import work_tasks
+
+    async with container.db.write() as conn:
+        await conn.execute(
+            update(work_tasks)
+            .where(work_tasks.c.task_id == task_id)
+            .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=5))
+        )
+
+
 async def make_token(
     container: Container, scopes: list[str], projects: list[str] | None = None
 ) -> dict[str, str]:

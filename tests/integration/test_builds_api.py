@@ -196,10 +196,10 @@ async def test_expired_lease_is_reclaimed_and_the_first_workers_result_is_refuse
 
     from rdev.api.app import create_app
     from rdev.bootstrap import build_container
-    from tests.conftest import ADMIN_TOKEN
+    from tests.conftest import ADMIN_TOKEN, run_out_lease_clock
 
-    c = build_container(settings.model_copy(update={"lease_seconds": 0.5}))
-    await c.start()
+    c = build_container(settings)
+    await c.start(background=False)  # the reaper is driven by hand below
     try:
         app = create_app(c.settings, container=c)
         async with httpx.AsyncClient(
@@ -212,7 +212,9 @@ async def test_expired_lease_is_reclaimed_and_the_first_workers_result_is_refuse
             w1 = await register_worker(cl, "one")
             w2 = await register_worker(cl, "two")
             [t1] = await _claim(cl, w1)
-            [t2] = await _claim(cl, w2, wait=60)  # after the reaper requeues it (at once)
+            await run_out_lease_clock(c, t1["task_id"])
+            assert await c.queue.reap_expired() == 1
+            [t2] = await _claim(cl, w2)
             assert t2["task_id"] == b["task_id"] and t2["lease_token"] != t1["lease_token"]
             assert t2["attempt"] == 2
             stale = await _complete(cl, w1, t1, output="from one")

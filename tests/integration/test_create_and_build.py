@@ -13,10 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from rdev.bootstrap import Container
+from rdev.api.app import create_app
+from rdev.bootstrap import Container, build_container
 from rdev.config import Settings
 from rdev.domain.errors import UpstreamFailed
-from tests.conftest import make_token
+from tests.conftest import ADMIN_TOKEN, make_token, run_out_lease_clock
 from tests.factories import create_project, register_worker
 from tests.fixtures.fake_gitea import FakeGitea, running_fake_gitea
 
@@ -432,6 +433,47 @@ async def test_claim_of_a_local_project_carries_a_task_git_credential_for_that_p
     )
     assert done.status_code == 200
     assert await authorize(cred, a, False) is None  # dead with its lease
+
+
+async def test_a_task_git_credential_outlives_its_lease_clock_until_the_reaper_takes_the_task(
+    settings: Settings,
+):
+    """The credential follows the rule the heartbeat and the result follow: the task is
+    leased under that token. A claim answer that reached a slow worker after the lease
+    clock ran out must still clone; once reaped, the credential is dead. (The reaper is
+    driven by hand here: its loop would race the expired clock.)"""
+    container = build_container(settings)
+    await container.start(background=False)
+    pname = name()
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(settings, container=container)),
+            base_url="http://rdev.test",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as client:
+            created = await client.post("/project/create-and-build", json=body(pname))
+            assert created.status_code == 201, created.text
+            wid = await register_worker(client)
+            claim = await client.post(f"/workers/{wid}/claim", json={"max_tasks": 1})
+            [task] = claim.json()
+            cred = task["git_credential"]
+
+            await run_out_lease_clock(container, task["task_id"])
+            past_the_clock = await container.git_http.authorize(cred, pname, True)
+            heartbeat = await client.post(
+                f"/workers/{wid}/heartbeat",
+                json={"tasks": [{"task_id": task["task_id"], "lease_token": task["lease_token"]}]},
+            )
+            await run_out_lease_clock(container, task["task_id"])  # the heartbeat extended it
+            reaped = await container.queue.reap_expired()
+            after_reaping = await container.git_http.authorize(cred, pname, False)
+    finally:
+        await container.stop()
+
+    assert past_the_clock is True
+    assert heartbeat.status_code == 200, heartbeat.text
+    assert reaped == 1
+    assert after_reaping is None
 
 
 async def test_git_over_http_through_the_api_app_requires_a_token(

@@ -42,7 +42,7 @@ WRITE_SCOPES = ("workers:run", "projects:write")
 
 class LeaseReader(Protocol):
     async def live_lease(self, task_id: str) -> tuple[str, str] | None:
-        """(lease token, project name) while the task is leased and unexpired."""
+        """(lease token, project name) while the task is leased (until it is reaped)."""
         ...
 
 
@@ -63,7 +63,7 @@ class TaskGitCredentials:
         return f"{TASK_CREDENTIAL_PREFIX}{task_id}.{self._mac(task_id, lease_token)}"
 
     async def project_of(self, credential: str) -> str | None:
-        """The project name a live task credential is for; None when unknown or expired."""
+        """The project name a live task credential is for; None when unknown or its lease ended."""
         if not credential.startswith(TASK_CREDENTIAL_PREFIX):
             return None
         task_id, dot, mac = credential[len(TASK_CREDENTIAL_PREFIX) :].partition(".")

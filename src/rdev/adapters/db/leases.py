@@ -1,7 +1,11 @@
 """Read-only look-up of a task's live lease, for credentials derived from it.
 
 The git smart-HTTP server accepts a per-task git credential (services/repos.py) that is
-derived from the lease token: it is valid exactly while that lease is.
+derived from the lease token: it is valid exactly while that lease is, by the same rule the
+heartbeat and the result use: the task is leased under that token. A lease past its expiry
+still holds until the reaper takes it back (then the token is gone); a stricter clock test
+here refused the first clone of a build whose claim answer was slow on a loaded machine, while
+its heartbeat and result were still accepted.
 """
 
 from __future__ import annotations
@@ -9,7 +13,6 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from .engine import Database
-from .rows import utcnow
 from .tables import builds, projects, work_tasks
 
 
@@ -18,7 +21,7 @@ class SqlLeaseReader:
         self.db = db
 
     async def live_lease(self, task_id: str) -> tuple[str, str] | None:
-        """(lease token, project name) while ``task_id`` is leased and unexpired, else None."""
+        """(lease token, project name) while ``task_id`` is leased (not yet reaped), else None."""
         stmt = (
             select(work_tasks.c.lease_token, projects.c.name)
             .select_from(
@@ -27,7 +30,6 @@ class SqlLeaseReader:
             .where(
                 work_tasks.c.task_id == task_id,
                 work_tasks.c.state == "leased",
-                work_tasks.c.lease_expires_at > utcnow(),
             )
         )
         async with self.db.read() as conn:

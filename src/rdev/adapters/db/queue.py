@@ -160,6 +160,8 @@ class SqlWorkQueue:
             chosen = [r for r in rows if set(r.labels or []) <= have][:max_tasks]
             if not chosen:
                 return []
+            # The lease runs from now, not from before the wait for SQLite's write lock.
+            expires = utcnow() + timedelta(seconds=lease_seconds)
             if len(rows) >= max_tasks:
                 self.notifier.wake_like(agents)  # there may be more: pass it on
             check_transition(BuildStatus.PENDING, BuildStatus.RUNNING)
