@@ -42,6 +42,6 @@ class EventBus:
             except Exception:  # noqa: BLE001 - a follower never undoes the stored fact
                 log.exception(
                     "event handler failed",
-                    event=type(event).__name__,
+                    event_type=type(event).__name__,
                     handler=getattr(handler, "__qualname__", repr(handler)),
                 )
