@@ -70,3 +70,19 @@ class ShuttingDown(DomainError):
 
     code = "shutting-down"
     status = 503
+
+
+class StorageInconsistent(DomainError):
+    """Stored rows break an invariant the stores keep (e.g. a queued work task whose build
+    is not pending): a bug or a manual edit, never the caller's fault. Nothing is written."""
+
+    code = "storage-inconsistent"
+    status = 500
+
+
+class StorageContention(DomainError):
+    """A write lost the same race several times in a row (rows changing hands under it);
+    retrying later is safe."""
+
+    code = "storage-contention"
+    status = 503

@@ -13,6 +13,7 @@ import structlog
 from rdev.domain.auth import Principal
 from rdev.domain.errors import Forbidden, ShuttingDown
 from rdev.domain.models import BuildResult, BuildStatus, ClaimedTask, WorkerInfo
+from rdev.ports.workers import WorkerRecord
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +49,7 @@ class WorkerService:
         self.on_complete = on_complete or []
         #: Called with freshly claimed tasks (metrics: claim latency); must not raise.
         self.on_claim: list[Callable[[list[ClaimedTask]], Awaitable[None]]] = []
-        self._worker_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._worker_cache: dict[str, tuple[float, WorkerRecord]] = {}
         self._draining = False
 
     def drain(self) -> None:
@@ -62,7 +63,7 @@ class WorkerService:
         self._worker_cache.pop(wid, None)
         return wid
 
-    async def _worker(self, worker_id: str) -> dict[str, Any]:
+    async def _worker(self, worker_id: str) -> WorkerRecord:
         now = time.monotonic()
         hit = self._worker_cache.get(worker_id)
         if hit and hit[0] > now:
@@ -96,15 +97,15 @@ class WorkerService:
         worker = await self._worker(worker_id)
         wait = min(self.claim_wait_seconds if wait_seconds is None else wait_seconds, 60.0)
         deadline = time.monotonic() + max(wait, 0.0)
-        max_tasks = max(0, min(max_tasks, worker["slots"] * 4, 100))
+        max_tasks = max(0, min(max_tasks, worker.slots * 4, 100))
         while not self._draining:
-            waiter = self.notifier.waiter(worker["agents"], worker["labels"])
+            waiter = self.notifier.waiter(worker.agents, worker.labels)
             try:
                 tasks = await self.queue.claim(
                     worker_id=worker_id,
-                    worker_name=worker["name"],
-                    agents=worker["agents"],
-                    labels=worker["labels"],
+                    worker_name=worker.name,
+                    agents=worker.agents,
+                    labels=worker.labels,
                     max_tasks=max_tasks,
                     lease_seconds=self.lease_seconds,
                 )
@@ -155,7 +156,7 @@ class WorkerService:
             lease_token=lease_token,
             result=result,
             agent_info=agent_info,
-            worker_name=worker["name"],
+            worker_name=worker.name,
             retry_delay_seconds=self.retry_delay_seconds,
             max_retryable_failures=self.max_retryable_failures,
         )
@@ -174,7 +175,7 @@ class WorkerService:
         worker = await self._worker(worker_id)
         outcomes = await self.queue.complete_many(
             items,
-            worker_name=worker["name"],
+            worker_name=worker.name,
             retry_delay_seconds=self.retry_delay_seconds,
             max_retryable_failures=self.max_retryable_failures,
         )

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from rdev.domain.errors import NotFound
 from rdev.domain.models import Build, BuildEvent, BuildSpec, BuildStatus
+from rdev.ports.builds import LogChunk
 
 from .engine import Database, PgStatement
 from .notify import WorkNotifier, wake_payload
@@ -243,28 +244,27 @@ class SqlBuildStore:
 
     async def logs(
         self, task_id: str, since: int = 0, limit: int = 5000
-    ) -> builtins.list[dict[str, Any]]:
+    ) -> builtins.list[LogChunk]:
         async with self.db.read() as conn:
             rows = (
-                (
-                    await conn.execute(
-                        select(
-                            build_logs.c.seq,
-                            build_logs.c.attempt,
-                            build_logs.c.stream,
-                            build_logs.c.text,
-                            build_logs.c.at,
-                        )
-                        .select_from(build_logs.join(builds))
-                        .where(builds.c.task_id == task_id, build_logs.c.seq > since)
-                        .order_by(build_logs.c.seq)
-                        .limit(limit)
+                await conn.execute(
+                    select(
+                        build_logs.c.seq,
+                        build_logs.c.attempt,
+                        build_logs.c.stream,
+                        build_logs.c.text,
+                        build_logs.c.at,
                     )
+                    .select_from(build_logs.join(builds))
+                    .where(builds.c.task_id == task_id, build_logs.c.seq > since)
+                    .order_by(build_logs.c.seq)
+                    .limit(limit)
                 )
-                .mappings()
-                .all()
-            )
-        return [dict(r) for r in rows]
+            ).all()
+        return [
+            LogChunk(seq=r.seq, attempt=r.attempt, stream=r.stream, text=r.text, at=r.at)
+            for r in rows
+        ]
 
     async def cancel(self, task_id: str, actor: str) -> Build:
         """pending -> cancelled at once; running -> cancel requested (the worker finishes it)."""

@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from rdev.domain.errors import NotFound
+from rdev.domain.errors import NotFound, StorageContention
 from rdev.domain.models import WorkerInfo
+from rdev.ports.workers import WorkerRecord
 
 from .engine import Database
 from .rows import new_id, utcnow
@@ -62,18 +63,30 @@ class SqlWorkerStore:
                 return wid
             except IntegrityError:
                 continue  # registered concurrently under the same name: update that row
-        raise RuntimeError("could not register worker")
+        raise StorageContention(f"could not register worker {name!r}: registered concurrently")
 
-    async def get(self, worker_id: str) -> dict[str, Any]:
+    async def get(self, worker_id: str) -> WorkerRecord:
         async with self.db.read() as conn:
             row = (
-                (await conn.execute(select(workers).where(workers.c.id == worker_id)))
-                .mappings()
-                .first()
-            )
+                await conn.execute(
+                    select(
+                        workers.c.id,
+                        workers.c.name,
+                        workers.c.agents,
+                        workers.c.labels,
+                        workers.c.slots,
+                    ).where(workers.c.id == worker_id)
+                )
+            ).first()
         if row is None:
             raise NotFound(f"no worker {worker_id!r}")
-        return dict(row)
+        return WorkerRecord(
+            id=row.id,
+            name=row.name,
+            agents=list(row.agents or []),
+            labels=list(row.labels or []),
+            slots=row.slots,
+        )
 
     async def touch(self, worker_id: str, current_tasks: list[str]) -> None:
         async with self.db.write() as conn:
