@@ -42,7 +42,7 @@ class Container:
     queue: SqlWorkQueue
     # Feature services wired below (None when not configured).
     templates: Any = None
-    domains: Any = None
+    hostnames: Any = None
     pipelines: Any = None
     webhooks: Any = None
     metrics: Any = None
@@ -132,15 +132,15 @@ def build_container(settings: Settings) -> Container:
         queue=queue,
     )
     # -- feature wiring (one block per feature) --
-    # DNS aliases (issue 8): the DomainService; project deletion also removes the CNAMEs.
-    from rdev.adapters.db.domains import SqlDomainStore
+    # DNS aliases (issue 8): the HostnameService; project deletion also removes the CNAMEs.
+    from rdev.adapters.db.hostnames import SqlHostnameStore
     from rdev.adapters.dns import build_dns_provider
     from rdev.adapters.dns.reconcile import reconcile as dns_reconcile
     from rdev.domain.hostnames import effective_zones
-    from rdev.services.domains import AliasReleasingProjectStore, DomainService
+    from rdev.services.hostnames import AliasReleasingProjectStore, HostnameService
 
-    container.domains = DomainService(
-        SqlDomainStore(db),
+    container.hostnames = HostnameService(
+        SqlHostnameStore(db),
         project_store,
         build_dns_provider(settings),
         compare=dns_reconcile,
@@ -148,8 +148,8 @@ def build_container(settings: Settings) -> Container:
         zones=effective_zones(settings.dns_zones, settings.apps_domain),
         max_aliases_per_project=settings.dns_max_aliases_per_project,
     )
-    projects.store = AliasReleasingProjectStore(projects.store, container.domains)
-    projects.before_create.append(container.domains.refuse_taken_hostname)
+    projects.store = AliasReleasingProjectStore(projects.store, container.hostnames)
+    projects.before_create.append(container.hostnames.refuse_taken_hostname)
     # Build callbacks (issue 5): outbox dispatcher, submit-time SSRF check, project secrets.
     from rdev.adapters.db.deliveries import SqlDeliveryStore
     from rdev.adapters.webhooks import HttpWebhookSender, new_secret, next_delay

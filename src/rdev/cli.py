@@ -59,7 +59,7 @@ def domains_reconcile(
     fix: Annotated[bool, typer.Option("--fix", help="Repair the drift found.")] = False,
 ) -> None:
     """Compare the aliases in the database with DNS; report drift and optionally repair it."""
-    from rdev.domains_cli import reconcile_command
+    from rdev.hostnames_cli import reconcile_command
 
     raise typer.Exit(asyncio.run(reconcile_command(_settings(), fix)))
 

@@ -17,8 +17,8 @@ from rdev.api.routers import (
     builds,
     create_and_build,
     deliveries,
-    domains,
     health,
+    hostnames,
     logs,
     pipelines,
     projects,
@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         logs,
         workers,
         tokens,
-        domains,
+        hostnames,  # /projects/{id}/domains and /domains
         deliveries,
         pipelines,
         templates,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DomainError(Exception):
     """Base of every error a service raises on purpose.
@@ -13,7 +15,9 @@ class DomainError(Exception):
     code = "error"
     status = 400
 
-    def __init__(self, detail: str, *, field: str | None = None, extra: dict | None = None):
+    def __init__(
+        self, detail: str, *, field: str | None = None, extra: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
@@ -41,6 +45,30 @@ class IllegalTransition(Conflict):
 
 class StaleLease(Conflict):
     code = "stale-lease"
+
+
+class AliasTaken(Conflict):
+    """Another project holds this alias."""
+
+    code = "alias-taken"
+
+
+class AliasLimitReached(Conflict):
+    """The project has as many aliases as ``RDEV_DNS_MAX_ALIASES_PER_PROJECT`` allows."""
+
+    code = "alias-limit"
+
+
+class AliasBusy(Conflict):
+    """Another request is adding or removing this alias right now; a retry will do."""
+
+    code = "alias-busy"
+
+
+class AliasDNSConflict(Conflict):
+    """Other records hold the name in DNS, so no CNAME can be placed there."""
+
+    code = "dns-conflict"
 
 
 class Unauthorized(DomainError):

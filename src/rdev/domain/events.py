@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rdev.domain.hostnames import AliasRecord
 from rdev.domain.models import BuildResult, BuildStatus, ClaimedTask, Project
 
 
@@ -34,10 +35,15 @@ class BuildFinished:
 
 @dataclass(frozen=True)
 class ProjectDeleted:
-    """A project's row is gone; ``delete_repository`` is what the caller asked for."""
+    """A project's row is gone; ``delete_repository`` is what the caller asked for.
+
+    ``aliases`` are the project's DNS aliases as they were just before: their rows went with
+    the project's, and their CNAMEs are still to be removed.
+    """
 
     project: Project
     delete_repository: bool = False
+    aliases: tuple[AliasRecord, ...] = ()
 
 
 Event = BuildsClaimed | BuildFinished | ProjectDeleted

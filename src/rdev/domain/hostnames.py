@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
 
 from rdev.domain.errors import ValidationFailed
 
@@ -45,6 +47,31 @@ class Alias:
     def fqdn(self) -> str:
         """The absolute name, with the trailing dot DNS wants."""
         return self.ascii + "."
+
+
+class AliasState(StrEnum):
+    """Where an alias is in its life: ``pending`` (reserved, its CNAME being placed),
+    ``active`` (served), ``deleting`` (its CNAME being removed)."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    DELETING = "deleting"
+
+
+@dataclass(frozen=True)
+class AliasRecord:
+    """One stored alias of a project: ``domain`` is the A-label (DNS, the unique key),
+    ``unicode`` the form for people, ``target`` the canonical hostname its CNAME points at.
+    ``project_name`` comes along so that a taken name can say whose it is."""
+
+    id: int
+    project_id: str
+    project_name: str
+    domain: str
+    unicode: str
+    target: str
+    state: AliasState
+    created_at: datetime
 
 
 def _fail(detail: str) -> ValidationFailed:

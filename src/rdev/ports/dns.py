@@ -1,8 +1,9 @@
-"""The DNSProvider port: place and remove CNAME aliases."""
+"""The DNSProvider port: place and remove CNAME aliases; what a drift check reports."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 
 class DNSError(Exception):
@@ -23,3 +24,24 @@ class DNSProvider(Protocol):
     async def lookup_cname(self, alias: str) -> str | None:
         """The CNAME target as served now (absolute, trailing dot), or None."""
         ...
+
+
+DriftKind = Literal["missing", "wrong", "unreachable"]
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One alias whose DNS differs from what rdev expects.
+
+    ``kind``: ``missing`` (no CNAME served), ``wrong`` (a CNAME to another target), or
+    ``unreachable`` (the lookup itself failed; ``error`` says why). ``actual`` is the
+    served target (absolute, trailing dot) or None. ``fixed`` is True when ``fix`` repaired
+    it; otherwise ``error`` says why a repair failed (e.g. other records hold the name).
+    """
+
+    alias: str
+    expected: str
+    actual: str | None
+    kind: DriftKind
+    fixed: bool = False
+    error: str | None = None

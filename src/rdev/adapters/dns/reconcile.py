@@ -7,30 +7,9 @@ rdev does not ask for.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from rdev.ports.dns import DNSConflict, DNSError, DNSProvider, Drift, DriftKind
 
-from rdev.ports.dns import DNSConflict, DNSError, DNSProvider
-
-DriftKind = Literal["missing", "wrong", "unreachable"]
-
-
-@dataclass(frozen=True)
-class Drift:
-    """One alias whose DNS differs from what rdev expects.
-
-    ``kind``: ``missing`` (no CNAME served), ``wrong`` (a CNAME to another target), or
-    ``unreachable`` (the lookup itself failed; ``error`` says why). ``actual`` is the
-    served target (absolute, trailing dot) or None. ``fixed`` is True when ``fix`` repaired
-    it; otherwise ``error`` says why a repair failed (e.g. other records hold the name).
-    """
-
-    alias: str
-    expected: str
-    actual: str | None
-    kind: DriftKind
-    fixed: bool = False
-    error: str | None = None
+__all__ = ["Drift", "DriftKind", "reconcile"]
 
 
 def _norm(name: str) -> str:

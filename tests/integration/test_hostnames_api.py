@@ -22,7 +22,7 @@ from rdev.adapters.dns import Rfc2136DNS
 from rdev.api.app import create_app
 from rdev.bootstrap import Container, build_container
 from rdev.config import Settings
-from rdev.domains_cli import reconcile_command
+from rdev.hostnames_cli import reconcile_command
 from tests.conftest import ADMIN_TOKEN, make_token
 from tests.factories import create_project
 from tests.fixtures.bind import BindServer, running_bind
@@ -403,7 +403,7 @@ async def test_dns_change_is_undone_when_the_row_cannot_be_confirmed(api, bind: 
     project = await create_project(client)
     dns = _ProjectVanishesDuringUpdate(**bind.provider_kwargs())  # type: ignore[arg-type]
     dns.container, dns.project_id = container, project["id"]
-    container.domains.dns = dns
+    container.hostnames.dns = dns
     r = await add(client, project["name"], "orphan.apps.test")
     assert r.status_code == 404, r.text
     assert "undone" in r.json()["detail"]

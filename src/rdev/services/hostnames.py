@@ -2,18 +2,23 @@
 
 Consistency between the database and DNS (issue 8):
 
-* **Add** = reserve, place, confirm. The alias row is inserted in state ``pending`` under
-  the unique constraint on ``domain`` (so of two projects racing for a name exactly one
-  gets the row, the other a 409, before any DNS traffic); then the CNAME is placed with
-  the "name not in use" prerequisite; then the row becomes ``active``. When DNS fails
-  the row is deleted again (502, no row); when the row cannot be confirmed after DNS
-  changed (the project was deleted meanwhile, the database failed) the CNAME is removed.
-  A ``pending`` row is visible in listings while its request runs; one older than
-  ``pending_stale_after`` (a crashed request) may be taken over by a retry of the same
-  project, removed with DELETE, or settled by ``reconcile``.
+* **Add** = reserve, place, confirm. The alias is reserved in state ``pending`` under the
+  store's uniqueness of the name (so of two projects racing for a name exactly one gets it,
+  the other a 409, before any DNS traffic); then the CNAME is placed with the "name not in
+  use" prerequisite; then the alias becomes ``active``. When DNS fails the reservation is
+  deleted again (502, no alias); when it cannot be confirmed after DNS changed (the project
+  was deleted meanwhile, the database failed) the CNAME is removed. A ``pending`` alias is
+  visible in listings while its request runs; one older than ``pending_stale_after`` (a
+  crashed request) may be taken over by a retry of the same project, removed with DELETE, or
+  settled by ``reconcile``.
 * **Remove** = mark ``deleting``, remove the CNAME (only while it points at the project),
-  delete the row. When DNS fails the row goes back to its state (502).
-* **Project deleted**: :class:`AliasReleasingProjectStore` removes the project's CNAMEs.
+  delete the alias. When DNS fails the alias goes back to its state (502).
+* **Project deleted**: the project's aliases go with its row; ``ProjectDeleted`` carries
+  them (read by :meth:`HostnameService.aliases_of` before the delete) and
+  :meth:`HostnameService.on_project_deleted` removes their CNAMEs.
+
+The feature is "domains" in the public API (``/projects/{id}/domains``, ``rdev domains``,
+the ``domains`` table); in code it is "hostnames", apart from the pure domain layer.
 
 Error codes (problem ``type`` suffixes): ``validation-error`` 422 (field ``domain``, the
 detail names the rule), ``alias-taken`` 409, ``alias-limit`` 409, ``alias-busy`` 409,
@@ -24,23 +29,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import structlog
 
 from rdev.domain.auth import Principal
-from rdev.domain.errors import Conflict, NotFound, UpstreamFailed, ValidationFailed
+from rdev.domain.errors import (
+    AliasBusy,
+    AliasDNSConflict,
+    AliasLimitReached,
+    AliasTaken,
+    Conflict,
+    NotFound,
+    UpstreamFailed,
+    ValidationFailed,
+)
+from rdev.domain.events import ProjectDeleted
 from rdev.domain.hostnames import (
     Alias,
+    AliasRecord,
+    AliasState,
     canonical_hostname,
     normalize_alias,
     normalize_zone,
 )
-from rdev.domain.models import Project
-from rdev.ports.dns import DNSConflict, DNSError, DNSProvider
+from rdev.ports.dns import DNSConflict, DNSError, DNSProvider, Drift
+from rdev.ports.hostnames import (
+    AlreadyThere,
+    HostnameStore,
+    LimitReached,
+    NamedProject,
+    ProjectLookup,
+)
 
 try:
     import idna as _idna
@@ -52,57 +75,12 @@ log = structlog.get_logger(__name__)
 WRITE_SCOPES = ("projects:write", "domains:write")
 READ_SCOPE = "projects:read"
 
-
-class AliasTaken(Conflict):
-    code = "alias-taken"
-
-
-class AliasLimitReached(Conflict):
-    code = "alias-limit"
-
-
-class AliasBusy(Conflict):
-    code = "alias-busy"
-
-
-class AliasDNSConflict(Conflict):
-    code = "dns-conflict"
-
-
-# -- the stores this service needs (structural: SqlDomainStore, SqlProjectStore) --------
-
-
-class DomainStore(Protocol):
-    async def get(self, domain: str) -> dict[str, Any] | None: ...
-
-    async def list(
-        self, project_ids: list[str] | None = None, states: list[str] | None = None
-    ) -> list[dict[str, Any]]: ...
-
-    async def reserve(
-        self,
-        *,
-        project_id: str,
-        domain: str,
-        unicode: str,
-        target: str,
-        limit: int,
-        stale_before: datetime,
-    ) -> tuple[str, dict[str, Any]]: ...
-
-    async def set_state(self, row_id: int, state: str, *, expect: str) -> bool: ...
-
-    async def delete(self, row_id: int, *, expect: str | None = None) -> bool: ...
-
-
 #: ``rdev.adapters.dns.reconcile.reconcile``: (alias → target, provider, fix) → drifts.
-Compare = Callable[[dict[str, str], DNSProvider, bool], Awaitable[list[Any]]]
+Compare = Callable[[dict[str, str], DNSProvider, bool], Awaitable[list[Drift]]]
 
 
-class ProjectLookup(Protocol):
-    async def get(self, ref: str) -> Project: ...
-
-    async def list(self, only: list[str] | None = None) -> list[Project]: ...
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 # -- what the service returns -----------------------------------------------------------
@@ -135,7 +113,7 @@ class DriftReport:
 
     provider: str
     checked: int
-    drifts: list[Any] = field(default_factory=list)
+    drifts: list[Drift] = field(default_factory=list)
     activated: list[str] = field(default_factory=list)
 
     @property
@@ -153,14 +131,14 @@ def _unicode_of(ascii_name: str) -> str:
         return ascii_name
 
 
-def _alias_view(row: dict[str, Any]) -> Hostname:
+def _alias_view(alias: AliasRecord, state: AliasState | None = None) -> Hostname:
     return Hostname(
-        domain=row["domain"],
-        unicode=row["unicode"],
+        domain=alias.domain,
+        unicode=alias.unicode,
         kind="alias",
-        state=row["state"],
-        target=row["target"],
-        created_at=row["created_at"],
+        state=str(state or alias.state),
+        target=alias.target,
+        created_at=alias.created_at,
     )
 
 
@@ -168,17 +146,18 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-class DomainService:
+class HostnameService:
     """Use cases of ``/projects/{id}/domains``, ``/domains`` and ``rdev domains reconcile``.
 
-    ``store``: alias rows (SqlDomainStore); ``projects``: project lookup (SqlProjectStore);
-    ``dns``: the DNSProvider; ``zones``: allowed alias zones (see ``effective_zones``);
-    ``compare``: the drift check used by :meth:`reconcile`.
+    ``store``: the aliases; ``projects``: project lookup; ``dns``: the DNSProvider;
+    ``zones``: allowed alias zones (see ``effective_zones``); ``compare``: the drift check
+    used by :meth:`reconcile`; ``clock``: now (an aware datetime), which decides when a
+    ``pending`` alias is stale.
     """
 
     def __init__(
         self,
-        store: DomainStore,
+        store: HostnameStore,
         projects: ProjectLookup,
         dns: DNSProvider,
         *,
@@ -187,6 +166,7 @@ class DomainService:
         zones: list[str],
         max_aliases_per_project: int = 20,
         pending_stale_after: timedelta = timedelta(minutes=2),
+        clock: Callable[[], datetime] = _now,
     ) -> None:
         self.store = store
         self.projects = projects
@@ -196,6 +176,9 @@ class DomainService:
         self.zones = list(zones)
         self.max_aliases = max_aliases_per_project
         self.pending_stale_after = pending_stale_after
+        self.clock = clock
+
+    # -- the project's life (ProjectService's collaborator, ProjectDeleted's subscriber) --
 
     async def refuse_taken_hostname(self, project_name: str) -> None:
         """A new project's canonical hostname must not already be another project's alias."""
@@ -206,26 +189,49 @@ class DomainService:
                 field="name",
             )
 
+    async def aliases_of(self, project_id: str) -> tuple[AliasRecord, ...]:
+        """The project's aliases in any state: read before its row (and theirs) is deleted."""
+        return tuple(await self.store.list(project_ids=[project_id]))
+
+    async def on_project_deleted(self, event: ProjectDeleted) -> None:
+        """The project is gone, and its alias rows with it: remove their CNAMEs."""
+        await self.release_dns(event.aliases)
+
+    async def release_dns(self, aliases: Sequence[AliasRecord]) -> None:
+        """Remove these aliases' CNAMEs (their rows are gone with their project).
+
+        Failures are logged, not raised: the project is already deleted.
+        """
+        for alias in aliases:
+            try:
+                await self.dns.remove_cname(alias.domain, alias.target)
+            except DNSError as exc:
+                log.error(
+                    "alias of a deleted project left in DNS; remove it by hand",
+                    domain=alias.domain,
+                    error=str(exc),
+                )
+
     # -- reading ------------------------------------------------------------------------
 
     async def list_for_project(self, principal: Principal, ref: str) -> ProjectHostnames:
         principal.require(READ_SCOPE)
         project = await self._project(principal, ref)
-        rows = await self.store.list(project_ids=[project.id])
-        return self._hostnames(project, rows)
+        aliases = await self.store.list(project_ids=[project.id])
+        return self._hostnames(project, aliases)
 
     async def export(self, principal: Principal) -> list[ProjectHostnames]:
         """Every visible project's canonical hostname and active aliases (for a proxy)."""
         principal.require(READ_SCOPE)
         only = list(principal.projects) if principal.projects is not None else None
         projects = await self.projects.list(only)
-        rows = await self.store.list(
+        aliases = await self.store.list(
             project_ids=[p.id for p in projects] if only is not None else None,
-            states=["active"],
+            states=[AliasState.ACTIVE],
         )
-        by_project: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            by_project.setdefault(row["project_id"], []).append(row)
+        by_project: dict[str, list[AliasRecord]] = {}
+        for alias in aliases:
+            by_project.setdefault(alias.project_id, []).append(alias)
         return [self._hostnames(p, by_project.get(p.id, [])) for p in projects]
 
     # -- adding -------------------------------------------------------------------------
@@ -237,7 +243,7 @@ class DomainService:
         canonical = self._canonical(project)
         alias = normalize_alias(name, self.zones, {canonical})
         await self._refuse_other_canonical(alias)
-        outcome, row = await self.store.reserve(
+        reservation = await self.store.reserve(
             project_id=project.id,
             domain=alias.ascii,
             unicode=alias.unicode,
@@ -245,59 +251,62 @@ class DomainService:
             limit=self.max_aliases,
             stale_before=self._stale_before(),
         )
-        if outcome == "limit":
+        if isinstance(reservation, LimitReached):
             raise AliasLimitReached(
-                f"project {project.name!r} already has {row['count']} aliases, the limit "
+                f"project {project.name!r} already has {reservation.count} aliases, the limit "
                 f"(RDEV_DNS_MAX_ALIASES_PER_PROJECT={self.max_aliases})",
                 field="domain",
             )
-        if outcome == "exists":
-            if row["project_id"] != project.id:
-                raise self._taken(principal, alias, row)
-            if row["state"] == "active":
-                return _alias_view(row), False
-            doing = "added" if row["state"] == "pending" else "removed"
+        if isinstance(reservation, AlreadyThere):
+            existing = reservation.alias
+            if existing.project_id != project.id:
+                raise self._taken(principal, alias, existing)
+            if existing.state is AliasState.ACTIVE:
+                return _alias_view(existing), False
+            doing = "added" if existing.state is AliasState.PENDING else "removed"
             raise AliasBusy(
                 f"{alias.ascii} is being {doing} by another request; retry shortly",
                 field="domain",
             )
-        return await self._place(project, alias, canonical, row), True
+        return await self._place(project, alias, canonical, reservation.alias), True
 
     async def _place(
-        self, project: Project, alias: Alias, canonical: str, row: dict[str, Any]
+        self, project: NamedProject, alias: Alias, canonical: str, reserved: AliasRecord
     ) -> Hostname:
         try:
             await self.dns.add_cname(alias.ascii, canonical)
         except DNSConflict as exc:
-            await self._release(row)
+            await self._release(reserved)
             raise AliasDNSConflict(str(exc), field="domain") from None
         except DNSError as exc:
-            await self._release(row)
+            await self._release(reserved)
             raise UpstreamFailed(f"the DNS update failed, no alias was added: {exc}") from None
         except BaseException:  # cancelled, or a bug: never leave the reservation behind
-            await asyncio.shield(self._release(row))
+            await asyncio.shield(self._release(reserved))
             raise
         try:
-            confirmed = await self.store.set_state(row["id"], "active", expect="pending")
+            confirmed = await self.store.set_state(
+                reserved.id, AliasState.ACTIVE, expect=AliasState.PENDING
+            )
         except BaseException:
-            await asyncio.shield(self._undo_add(alias.ascii, canonical, row))
+            await asyncio.shield(self._undo_add(alias.ascii, canonical, reserved))
             raise
         if not confirmed:
-            await self._undo_add(alias.ascii, canonical, row)
+            await self._undo_add(alias.ascii, canonical, reserved)
             raise NotFound(
                 f"project {project.name!r} or its alias {alias.ascii} was removed while the "
                 "alias was being added; the DNS change was undone"
             )
-        return _alias_view({**row, "state": "active"})
+        return _alias_view(reserved, AliasState.ACTIVE)
 
-    async def _release(self, row: dict[str, Any]) -> None:
+    async def _release(self, reserved: AliasRecord) -> None:
         try:
-            await self.store.delete(row["id"], expect="pending")
+            await self.store.delete(reserved.id, expect=AliasState.PENDING)
         except Exception as exc:  # noqa: BLE001 - the row stays pending; a retry takes it over
-            log.error("alias reservation not released", domain=row["domain"], error=str(exc))
+            log.error("alias reservation not released", domain=reserved.domain, error=str(exc))
 
-    async def _undo_add(self, alias: str, canonical: str, row: dict[str, Any]) -> None:
-        """The row could not be confirmed after DNS changed: take the CNAME back."""
+    async def _undo_add(self, alias: str, canonical: str, reserved: AliasRecord) -> None:
+        """The alias could not be confirmed after DNS changed: take the CNAME back."""
         try:
             await self.dns.remove_cname(alias, canonical)
         except DNSError as exc:
@@ -306,7 +315,7 @@ class DomainService:
                 domain=alias,
                 error=str(exc),
             )
-        await self._release(row)
+        await self._release(reserved)
 
     # -- removing -----------------------------------------------------------------------
 
@@ -314,80 +323,65 @@ class DomainService:
         principal.require(*WRITE_SCOPES)
         project = await self._project(principal, ref)
         key = self._lookup_key(name)
-        row = await self.store.get(key) if key else None
-        if row is None or row["project_id"] != project.id:
+        alias = await self.store.get(key) if key else None
+        if alias is None or alias.project_id != project.id:
             raise NotFound(f"project {project.name!r} has no alias {name!r}")
-        previous = row["state"]
-        if previous == "pending" and not self._is_stale(row):
+        previous = alias.state
+        if previous is AliasState.PENDING and not self._is_stale(alias):
             raise AliasBusy(f"{key} is being added right now; retry shortly", field="domain")
-        if previous != "deleting" and not await self.store.set_state(
-            row["id"], "deleting", expect=previous
+        if previous is not AliasState.DELETING and not await self.store.set_state(
+            alias.id, AliasState.DELETING, expect=previous
         ):
             raise AliasBusy(f"{key} is changing right now; retry shortly", field="domain")
         try:
-            await self.dns.remove_cname(row["domain"], row["target"])
+            await self.dns.remove_cname(alias.domain, alias.target)
         except DNSError as exc:
-            await self.store.set_state(row["id"], previous, expect="deleting")
+            await self.store.set_state(alias.id, previous, expect=AliasState.DELETING)
             raise UpstreamFailed(f"the DNS update failed, the alias was kept: {exc}") from None
-        await self.store.delete(row["id"])
-
-    async def release_dns(self, rows: list[dict[str, Any]]) -> None:
-        """Remove these aliases' CNAMEs (their rows are gone with their project).
-
-        Failures are logged, not raised: the project is already deleted.
-        """
-        for row in rows:
-            try:
-                await self.dns.remove_cname(row["domain"], row["target"])
-            except DNSError as exc:
-                log.error(
-                    "alias of a deleted project left in DNS; remove it by hand",
-                    domain=row["domain"],
-                    error=str(exc),
-                )
+        await self.store.delete(alias.id)
 
     # -- reconcile ----------------------------------------------------------------------
 
     async def reconcile(self, fix: bool) -> DriftReport:
-        """Compare every alias row with DNS; with ``fix``, put missing/wrong CNAMEs back.
+        """Compare every alias with DNS; with ``fix``, put missing/wrong CNAMEs back.
 
-        Stale ``pending`` rows (a request that died mid-way) are checked too; once their
-        CNAME is served they become ``active``. Fresh ``pending`` and ``deleting`` rows
+        Stale ``pending`` aliases (a request that died mid-way) are checked too; once their
+        CNAME is served they become ``active``. Fresh ``pending`` and ``deleting`` aliases
         belong to running requests and are left alone.
         """
         if self.dns.name == "none":
             return DriftReport(provider="none", checked=0)
-        rows = [
-            r
-            for r in await self.store.list(states=["active", "pending"])
-            if r["state"] == "active" or self._is_stale(r)
+        aliases = [
+            a
+            for a in await self.store.list(states=[AliasState.ACTIVE, AliasState.PENDING])
+            if a.state is AliasState.ACTIVE or self._is_stale(a)
         ]
-        expected = {r["domain"]: r["target"] for r in rows}
+        expected = {a.domain: a.target for a in aliases}
         drifts = await self.compare(expected, self.dns, fix)
         unsettled = {d.alias for d in drifts if not d.fixed}
         activated = []
-        for r in rows:
+        for a in aliases:
             if (
-                r["state"] == "pending"
-                and r["domain"] not in unsettled
-                and (await self.store.set_state(r["id"], "active", expect="pending"))
+                a.state is AliasState.PENDING
+                and a.domain not in unsettled
+                and (await self.store.set_state(a.id, AliasState.ACTIVE, expect=AliasState.PENDING))
             ):
-                activated.append(r["domain"])
+                activated.append(a.domain)
         return DriftReport(
-            provider=self.dns.name, checked=len(rows), drifts=drifts, activated=activated
+            provider=self.dns.name, checked=len(aliases), drifts=drifts, activated=activated
         )
 
     # -- internals ----------------------------------------------------------------------
 
-    async def _project(self, principal: Principal, ref: str) -> Project:
+    async def _project(self, principal: Principal, ref: str) -> NamedProject:
         project = await self.projects.get(ref)
         principal.require_project(project.id, project.name)
         return project
 
-    def _canonical(self, project: Project) -> str:
+    def _canonical(self, project: NamedProject) -> str:
         return canonical_hostname(project.name, self.apps_domain)
 
-    def _hostnames(self, project: Project, rows: list[dict[str, Any]]) -> ProjectHostnames:
+    def _hostnames(self, project: NamedProject, aliases: Sequence[AliasRecord]) -> ProjectHostnames:
         canonical = self._canonical(project)
         return ProjectHostnames(
             project_id=project.id,
@@ -398,7 +392,7 @@ class DomainService:
                 kind="canonical",
                 state="active",
             ),
-            aliases=[_alias_view(r) for r in sorted(rows, key=lambda r: r["domain"])],
+            aliases=[_alias_view(a) for a in sorted(aliases, key=lambda a: a.domain)],
         )
 
     async def _refuse_other_canonical(self, alias: Alias) -> None:
@@ -417,12 +411,12 @@ class DomainService:
                 field="domain",
             )
 
-    def _taken(self, principal: Principal, alias: Alias, row: dict[str, Any]) -> AliasTaken:
-        if principal.may_see_project(row["project_id"], row["project_name"]):
+    def _taken(self, principal: Principal, alias: Alias, holder: AliasRecord) -> AliasTaken:
+        if principal.may_see_project(holder.project_id, holder.project_name):
             return AliasTaken(
-                f"{alias.ascii} is already an alias of project {row['project_name']!r}",
+                f"{alias.ascii} is already an alias of project {holder.project_name!r}",
                 field="domain",
-                extra={"project": row["project_name"]},
+                extra={"project": holder.project_name},
             )
         return AliasTaken(f"{alias.ascii} is already taken by another project", field="domain")
 
@@ -433,28 +427,23 @@ class DomainService:
             return None
 
     def _stale_before(self) -> datetime:
-        return datetime.now(UTC) - self.pending_stale_after
+        return self.clock() - self.pending_stale_after
 
-    def _is_stale(self, row: dict[str, Any]) -> bool:
-        return _aware(row["created_at"]) < self._stale_before()
+    def _is_stale(self, alias: AliasRecord) -> bool:
+        return _aware(alias.created_at) < self._stale_before()
 
 
 class AliasReleasingProjectStore:
-    """The project store, plus: deleting a project removes its aliases from DNS.
+    """Interim (goes once ProjectService publishes ProjectDeleted with the aliases)."""
 
-    The ``domains`` rows go with the project (ON DELETE CASCADE) before any
-    ``ProjectService.on_delete`` hook runs, so the aliases are read here, before the
-    delete, and their CNAMEs removed after it. Every other call goes to ``inner``.
-    """
-
-    def __init__(self, inner: Any, domains: DomainService) -> None:
+    def __init__(self, inner: Any, hostnames: HostnameService) -> None:
         self._inner = inner
-        self._domains = domains
+        self._hostnames = hostnames
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
     async def delete(self, project_id: str) -> None:
-        rows = await self._domains.store.list(project_ids=[project_id])
+        aliases = await self._hostnames.aliases_of(project_id)
         await self._inner.delete(project_id)
-        await self._domains.release_dns(rows)
+        await self._hostnames.release_dns(aliases)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from rdev.bootstrap import build_container
 from rdev.config import Settings
-from rdev.services.domains import DriftReport
+from rdev.services.hostnames import DriftReport
 
 
 def format_report(report: DriftReport, fix: bool) -> list[str]:
@@ -52,7 +52,7 @@ async def reconcile_command(
         echo(f"rdev: {exc}")
         return 2
     try:
-        report = await container.domains.reconcile(fix)
+        report = await container.hostnames.reconcile(fix)
     finally:
         await container.db.dispose()
     for line in format_report(report, fix):

@@ -1,4 +1,8 @@
-"""/projects/{id}/domains (a project's hostnames and aliases) and /domains (the export)."""
+"""/projects/{id}/domains (a project's hostnames and aliases) and /domains (the export).
+
+The paths, the ``domains`` tag and the schema names are the public API's and keep "domain";
+behind them is the HostnameService (``container.hostnames``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from rdev.api.deps import ContainerDep, PrincipalDep, ProjectAccess, scoped
-from rdev.services.domains import Hostname, ProjectHostnames
+from rdev.services.hostnames import Hostname, ProjectHostnames
 
 router = APIRouter(tags=["domains"])
 
@@ -73,7 +77,7 @@ class DomainsExport(BaseModel):
 @router.get("/projects/{project_id}/domains", response_model=ProjectHostnamesOut)
 async def list_domains(project_id: str, c: ContainerDep, p: PrincipalDep) -> ProjectHostnamesOut:
     """The project's canonical hostname and its aliases, each with its state."""
-    return ProjectHostnamesOut.of(await c.domains.list_for_project(p, project_id))
+    return ProjectHostnamesOut.of(await c.hostnames.list_for_project(p, project_id))
 
 
 @router.post(
@@ -89,7 +93,7 @@ async def add_domain(
     """Add an alias: a CNAME to the canonical hostname. 201 when created, 200 when the
     project already had it; 409 when another project has it or DNS holds other records
     there; 502 when the DNS server fails (nothing is kept)."""
-    hostname, created = await c.domains.add(p, project_id, body.domain)
+    hostname, created = await c.hostnames.add(p, project_id, body.domain)
     if not created:
         response.status_code = 200
     return HostnameOut.of(hostname)
@@ -98,7 +102,7 @@ async def add_domain(
 @router.delete("/projects/{project_id}/domains/{domain}", status_code=204)
 async def remove_domain(project_id: str, domain: str, c: ContainerDep, p: PrincipalDep) -> Response:
     """Remove an alias and its CNAME (404 when the project has no such alias)."""
-    await c.domains.remove(p, project_id, domain)
+    await c.hostnames.remove(p, project_id, domain)
     return Response(status_code=204)
 
 
@@ -106,9 +110,9 @@ async def remove_domain(project_id: str, domain: str, c: ContainerDep, p: Princi
 async def export_domains(c: ContainerDep, p: PrincipalDep) -> DomainsExport:
     """Every visible project's hostnames (canonical and active aliases), for a reverse
     proxy or an external DNS tool."""
-    projects = await c.domains.export(p)
+    projects = await c.hostnames.export(p)
     return DomainsExport(
-        apps_domain=c.domains.apps_domain,
-        dns_provider=c.domains.dns.name,
+        apps_domain=c.hostnames.apps_domain,
+        dns_provider=c.hostnames.dns.name,
         projects=[ProjectHostnamesOut.of(x) for x in projects],
     )

@@ -1,20 +1,24 @@
-"""Storage of project aliases (the ``domains`` table) for the DomainService.
+"""Storage of project aliases (the ``domains`` table): the HostnameStore port in SQL.
 
 An alias row is first *reserved* (state ``pending``) under the unique constraint on
-``domain``, so two projects racing for one name are decided by the database before any
-DNS traffic; the service then places the CNAME and marks the row ``active``. Rows are
-plain dicts (the table's columns plus ``project_name``).
+``domain``, so two projects racing for a name are decided by the database before any DNS
+traffic; the service then places the CNAME and marks the row ``active``. The table keeps its
+name from the public API (``/projects/{id}/domains``); rows leave here as AliasRecords.
 """
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from rdev.domain.errors import NotFound
+from rdev.domain.errors import AliasBusy, NotFound
+from rdev.domain.hostnames import AliasRecord, AliasState
+from rdev.ports.hostnames import AlreadyThere, LimitReached, Reservation, Reserved
 
 from .engine import Database
 from .rows import utcnow
@@ -23,33 +27,48 @@ from .tables import domains, projects
 _COLUMNS = [*domains.c, projects.c.name.label("project_name")]
 
 
-def _select():  # type: ignore[no-untyped-def]
+def _select() -> Select[Any]:
     return select(*_COLUMNS).select_from(domains.join(projects))
 
 
-class SqlDomainStore:
+def _record(row: Mapping[str, Any]) -> AliasRecord:
+    return AliasRecord(
+        id=row["id"],
+        project_id=row["project_id"],
+        project_name=row["project_name"],
+        domain=row["domain"],
+        unicode=row["unicode"],
+        target=row["target"],
+        state=AliasState(row["state"]),
+        created_at=row["created_at"],
+    )
+
+
+class SqlHostnameStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def get(self, domain: str) -> dict[str, Any] | None:
+    async def get(self, domain: str) -> AliasRecord | None:
         async with self.db.read() as conn:
             row = (
                 (await conn.execute(_select().where(domains.c.domain == domain))).mappings().first()
             )
-        return dict(row) if row else None
+        return _record(row) if row else None
 
     async def list(
-        self, project_ids: list[str] | None = None, states: list[str] | None = None
-    ) -> list[dict[str, Any]]:
+        self,
+        project_ids: Sequence[str] | None = None,
+        states: Sequence[AliasState] | None = None,
+    ) -> builtins.list[AliasRecord]:
         """Aliases, ordered by project then name; ``None`` filters mean all."""
         stmt = _select().order_by(projects.c.name, domains.c.domain)
         if project_ids is not None:
-            stmt = stmt.where(domains.c.project_id.in_(project_ids))
+            stmt = stmt.where(domains.c.project_id.in_(list(project_ids)))
         if states is not None:
-            stmt = stmt.where(domains.c.state.in_(states))
+            stmt = stmt.where(domains.c.state.in_([str(s) for s in states]))
         async with self.db.read() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
-        return [dict(r) for r in rows]
+        return [_record(r) for r in rows]
 
     async def reserve(
         self,
@@ -60,14 +79,11 @@ class SqlDomainStore:
         target: str,
         limit: int,
         stale_before: datetime,
-    ) -> tuple[str, dict[str, Any]]:
-        """Claim ``domain`` for the project in state ``pending``.
+    ) -> Reservation:
+        """Claim ``domain`` for the project in state ``pending`` (see the port).
 
-        Returns ``("reserved", row)`` when this call now holds the row (new, or a stale
-        ``pending`` row of the same project taken over), ``("exists", row)`` when a row for
-        the name is already there (any project, any state), or ``("limit", {"count": n})``.
-        Raises NotFound when the project no longer exists. The project row is locked
-        (PostgreSQL) or the writer serialised (SQLite), so the limit holds under concurrency.
+        The project row is locked (PostgreSQL) or the writer serialised (SQLite), so the
+        limit holds under concurrency.
         """
         for _ in range(3):
             try:
@@ -76,11 +92,15 @@ class SqlDomainStore:
                 )
             except IntegrityError:
                 # A concurrent request inserted the same name first (PostgreSQL): report it.
-                row = await self.get(domain)
-                if row is not None:
-                    return "exists", row
+                found = await self.get(domain)
+                if found is not None:
+                    return AlreadyThere(found)
                 # ...and it is already gone again (its DNS update failed): try once more.
-        raise RuntimeError(f"could not reserve {domain!r}: it keeps changing hands")
+        # Every attempt met a row that was gone again when read back.
+        raise AliasBusy(
+            f"could not reserve {domain!r}: it keeps changing hands; retry shortly",
+            field="domain",
+        )
 
     async def _reserve_once(
         self,
@@ -90,7 +110,7 @@ class SqlDomainStore:
         target: str,
         limit: int,
         stale_before: datetime,
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> Reservation:
         async with self.db.write() as conn:
             owner = (
                 await conn.execute(
@@ -105,19 +125,19 @@ class SqlDomainStore:
                 (await conn.execute(_select().where(domains.c.domain == domain))).mappings().first()
             )
             if found is not None:
-                row = dict(found)
+                existing = _record(found)
                 takeover = (
-                    row["project_id"] == project_id
-                    and row["state"] == "pending"
-                    and row["created_at"] < stale_before
+                    existing.project_id == project_id
+                    and existing.state is AliasState.PENDING
+                    and existing.created_at < stale_before
                 )
                 if not takeover:
-                    return "exists", row
+                    return AlreadyThere(existing)
                 now = utcnow()
                 await conn.execute(
-                    update(domains).where(domains.c.id == row["id"]).values(created_at=now)
+                    update(domains).where(domains.c.id == existing.id).values(created_at=now)
                 )
-                return "reserved", {**row, "created_at": now}
+                return Reserved(_record({**found, "created_at": now}))
             count = (
                 await conn.execute(
                     select(func.count())
@@ -126,7 +146,7 @@ class SqlDomainStore:
                 )
             ).scalar_one()
             if count >= limit:
-                return "limit", {"count": count}
+                return LimitReached(count)
             now = utcnow()
             result = await conn.execute(
                 insert(domains).values(
@@ -134,37 +154,39 @@ class SqlDomainStore:
                     domain=domain,
                     unicode=unicode,
                     target=target,
-                    state="pending",
+                    state=AliasState.PENDING.value,
                     created_at=now,
                 )
             )
             row_id = result.inserted_primary_key[0]  # type: ignore[index]
-        return "reserved", {
-            "id": row_id,
-            "project_id": project_id,
-            "project_name": owner.name,
-            "domain": domain,
-            "unicode": unicode,
-            "target": target,
-            "state": "pending",
-            "created_at": now,
-        }
+        return Reserved(
+            AliasRecord(
+                id=row_id,
+                project_id=project_id,
+                project_name=owner.name,
+                domain=domain,
+                unicode=unicode,
+                target=target,
+                state=AliasState.PENDING,
+                created_at=now,
+            )
+        )
 
-    async def set_state(self, row_id: int, state: str, *, expect: str) -> bool:
+    async def set_state(self, alias_id: int, state: AliasState, *, expect: AliasState) -> bool:
         """Move the row from ``expect`` to ``state``; False when it is gone or moved on."""
         async with self.db.write() as conn:
             result = await conn.execute(
                 update(domains)
-                .where(domains.c.id == row_id, domains.c.state == expect)
-                .values(state=state)
+                .where(domains.c.id == alias_id, domains.c.state == expect.value)
+                .values(state=state.value)
             )
         return bool(result.rowcount == 1)
 
-    async def delete(self, row_id: int, *, expect: str | None = None) -> bool:
+    async def delete(self, alias_id: int, *, expect: AliasState | None = None) -> bool:
         """Delete the row (only while in state ``expect``, if given); False when not there."""
-        stmt = delete(domains).where(domains.c.id == row_id)
+        stmt = delete(domains).where(domains.c.id == alias_id)
         if expect is not None:
-            stmt = stmt.where(domains.c.state == expect)
+            stmt = stmt.where(domains.c.state == expect.value)
         async with self.db.write() as conn:
             result = await conn.execute(stmt)
         return bool(result.rowcount == 1)
