@@ -176,6 +176,23 @@ class WorkerInfo(BaseModel):
     current_tasks: list[str] = Field(default_factory=list)
 
 
+class ClaimedProject(BaseModel):
+    """The project of a claimed build, as much as a worker needs to check it out and run it.
+
+    Part of the worker protocol: its fields are the JSON keys of a claim's ``project``.
+    """
+
+    id: str
+    name: str
+    repo_url: str
+    default_branch: str
+    #: The project's ``settings["agent"]``: defaults for model, max_turns, max_cost_usd and
+    #: system_prompt when the spec leaves them out (free-form: the agents decide the keys).
+    agent_settings: dict[str, Any] = Field(default_factory=dict)
+    #: Which repo host made the repository (``local``, ``gitea``), None for one brought in.
+    repo_host: str | None = None
+
+
 class ClaimedTask(BaseModel):
     """What a worker gets for a claim: everything it needs to run the build."""
 
@@ -183,7 +200,7 @@ class ClaimedTask(BaseModel):
     lease_token: str
     lease_expires_at: datetime
     attempt: int
-    project: dict[str, Any]
+    project: ClaimedProject
     spec: BuildSpec
     rendered_prompt: str
     git_credential: str | None = None

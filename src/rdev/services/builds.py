@@ -4,48 +4,64 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from rdev.domain.auth import Principal
 from rdev.domain.errors import NotFound, ValidationFailed
 from rdev.domain.models import KNOWN_AGENTS, Build, BuildEvent, BuildSpec, BuildStatus
+from rdev.ports.builds import BuildStore, LogChunk
+from rdev.ports.projects import ProjectDefaults, ProjectRecord, ProjectStore
+from rdev.ports.templates import TemplateProvider
+from rdev.ports.workers import WorkerStore
 
 #: Checks a callback URL at submit time; raises ValidationFailed(field="callback_url").
 CallbackCheck = Callable[[str], Awaitable[None]]
 
+#: What :meth:`BuildService.prepare` settles: (spec with defaults filled in, agent,
+#: prompt to run, template name, template version).
+Prepared = tuple[BuildSpec, str, str, str | None, str | None]
+
 
 class BuildService:
+    """Submit, read, list and cancel builds, and say why a pending build waits.
+
+    ``templates`` renders a spec's template prompt (None: a spec naming a template is
+    refused); ``check_callback`` applies the webhook sender's URL rules at submit (None: no
+    check here, the send-time check still applies).
+    """
+
     def __init__(
         self,
         *,
-        projects: Any,
-        builds: Any,
-        workers: Any,
+        projects: ProjectStore,
+        builds: BuildStore,
+        workers: WorkerStore,
+        templates: TemplateProvider | None,
+        check_callback: CallbackCheck | None,
         default_agent: str,
         max_attempts: int,
         offline_after_seconds: float,
-        templates: Any | None = None,
-        check_callback: CallbackCheck | None = None,
     ) -> None:
         self.projects = projects
         self.builds = builds
         self.workers = workers
+        self.templates = templates
+        self.check_callback = check_callback
         self.default_agent = default_agent
         self.max_attempts = max_attempts
         self.offline_after = offline_after_seconds
-        self.templates = templates
-        self.check_callback = check_callback
 
-    async def _project_for(self, principal: Principal, ref: str) -> dict[str, Any]:
-        row = await self.projects.get_row(ref)
-        principal.require_project(row["id"], row["name"])
-        return row
+    async def _project_for(self, principal: Principal, ref: str) -> ProjectRecord:
+        record = await self.projects.get(ref)
+        principal.require_project(record.id, record.name)
+        return record
 
-    async def prepare(
-        self, project: dict[str, Any], spec: BuildSpec
-    ) -> tuple[BuildSpec, str, str, str | None, str | None]:
-        """Resolve defaults, validate against config; (spec, agent, prompt, template, version)."""
-        agent = spec.agent or project.get("default_agent") or self.default_agent
+    async def prepare(self, project: ProjectDefaults, spec: BuildSpec) -> Prepared:
+        """Resolve defaults, validate against config; (spec, agent, prompt, template, version).
+
+        Create-and-build calls it for a project not made yet, so it must stay a check
+        without side effects.
+        """
+        agent = spec.agent or project.default_agent or self.default_agent
         if agent not in KNOWN_AGENTS:
             raise ValidationFailed(
                 f"unknown agent {agent!r}; known: {', '.join(KNOWN_AGENTS)}", field="agent"
@@ -53,8 +69,8 @@ class BuildService:
         spec = spec.model_copy(
             update={
                 "agent": agent,
-                "branch": spec.branch or project["default_branch"],
-                "labels": spec.labels or list(project.get("labels") or []),
+                "branch": spec.branch or project.default_branch,
+                "labels": spec.labels or list(project.labels),
             }
         )
         prompt, template, version = spec.prompt, None, None
@@ -72,9 +88,9 @@ class BuildService:
                 spec.prompt,
                 spec.variables,
                 {
-                    "name": project["name"],
-                    "repo_url": project["repo_url"],
-                    "default_branch": project["default_branch"],
+                    "name": project.name,
+                    "repo_url": project.repo_url,
+                    "default_branch": project.default_branch,
                 },
             )
             prompt, template, version = rendered.prompt, rendered.template, rendered.version
@@ -91,12 +107,12 @@ class BuildService:
         project = await self._project_for(principal, project_ref)
         if idempotency_key:
             # A retried POST returns the first build even if defaults changed since.
-            existing = await self.builds.by_idempotency_key(project["id"], idempotency_key)
+            existing = await self.builds.by_idempotency_key(project.id, idempotency_key)
             if existing:
                 return existing, False
         spec, agent, prompt, template, version = await self.prepare(project, spec)
         return await self.builds.submit(
-            project_id=project["id"],
+            project_id=project.id,
             spec=spec,
             agent=agent,
             labels=spec.labels,
@@ -106,7 +122,7 @@ class BuildService:
             max_attempts=self.max_attempts,
             idempotency_key=idempotency_key,
             actor=principal.actor,
-            project_name=project["name"],
+            project_name=project.name,
         )
 
     async def get(self, principal: Principal, task_id: str) -> Build:
@@ -117,7 +133,8 @@ class BuildService:
             build.pending_reason = await self._why_pending(build)
         return build
 
-    async def _why_pending(self, build: Build) -> str | None:
+    async def _why_pending(self, build: Build) -> str:
+        """The first reason, most general first, that no worker takes the build now."""
         agent = build.spec.agent or self.default_agent
         online = [w for w in await self.workers.list(self.offline_after) if w.online]
         if not online:
@@ -141,7 +158,7 @@ class BuildService:
         principal.require("builds:read", "builds:write")
         project_id = None
         if project_ref:
-            project_id = (await self._project_for(principal, project_ref))["id"]
+            project_id = (await self._project_for(principal, project_ref)).id
         allowed = None
         if principal.projects is not None and project_id is None:
             allowed = [p.id for p in await self.projects.list(list(principal.projects))]
@@ -163,8 +180,6 @@ class BuildService:
         await self.get(principal, task_id)
         return await self.builds.events(task_id)
 
-    async def logs(
-        self, principal: Principal, task_id: str, since: int
-    ) -> builtins.list[dict[str, Any]]:
+    async def logs(self, principal: Principal, task_id: str, since: int) -> builtins.list[LogChunk]:
         await self.get(principal, task_id)
         return await self.builds.logs(task_id, since)

@@ -30,7 +30,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from rdev.domain.models import BuildResult, BuildStatus, ClaimedTask
+from rdev.domain.events import BuildFinished, BuildsClaimed
+from rdev.domain.models import BuildStatus
 
 log = structlog.get_logger(__name__)
 
@@ -152,8 +153,9 @@ class Metrics:
     def record_delivery(self, outcome: str) -> None:
         self.webhook_deliveries.labels((outcome or "unknown").lower()[:32]).inc()
 
-    async def observe_claims(self, tasks: list[ClaimedTask]) -> None:
-        """Claim latency for freshly claimed builds (a worker-service claim hook)."""
+    async def observe_claims(self, event: BuildsClaimed) -> None:
+        """On BuildsClaimed: the claim latency of each freshly claimed build."""
+        tasks = event.tasks
         since = {t.task_id: t.queued_at for t in tasks if t.queued_at is not None}
         missing = [t.task_id for t in tasks if t.queued_at is None]
         try:
@@ -166,12 +168,11 @@ class Metrics:
         for at in since.values():
             self.claim_latency.observe(max(0.0, (now - at).total_seconds()))
 
-    async def observe_completion(
-        self, task_id: str, status: BuildStatus, result: BuildResult
-    ) -> None:
-        """Build duration of a finished build (a worker-service completion hook)."""
-        if status.is_final:
-            self.build_duration.labels(status.value).observe(max(0, result.duration_ms) / 1000)
+    async def observe_completion(self, event: BuildFinished) -> None:
+        """On BuildFinished: the duration of a build that reached a final status."""
+        if event.status.is_final:
+            duration = max(0, event.result.duration_ms) / 1000
+            self.build_duration.labels(event.status.value).observe(duration)
 
     # -- read at scrape time --------------------------------------------------------------
     async def refresh(self) -> None:

@@ -5,50 +5,71 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import structlog
 
 from rdev.domain.auth import Principal
 from rdev.domain.errors import Forbidden, ShuttingDown
+from rdev.domain.events import BuildFinished, BuildsClaimed
 from rdev.domain.models import BuildResult, BuildStatus, ClaimedTask, WorkerInfo
-from rdev.ports.workers import WorkerRecord
+from rdev.ports.credentials import ClaimCredentials
+from rdev.ports.notifier import ClaimNotifier
+from rdev.ports.queue import Completion, LogLine, Outcome, WorkQueue
+from rdev.ports.workers import WorkerRecord, WorkerStore
+from rdev.services.events import EventBus
 
 log = structlog.get_logger(__name__)
 
 #: A waiting claim looks again on its own this often, should no wake-up come at all.
 FALLBACK_RECHECK_SECONDS = 15.0
 
-#: Called after a build reached a final (or pending-again) status: metrics, CI linking, ...
-CompletionHook = Callable[[str, BuildStatus, BuildResult], Awaitable[None]]
+#: How long a worker's registration is served from memory (claims, completions and
+#: heartbeats all need it; a re-registration through this service drops it at once).
+WORKER_CACHE_SECONDS = 10.0
+
+#: The longest a claim long-polls, whatever the worker asks for.
+MAX_CLAIM_WAIT_SECONDS = 60.0
 
 
 class WorkerService:
+    """The worker protocol's rules over the work queue and the worker registry.
+
+    What happens around a claim or a result is not this service's business: it publishes
+    :class:`BuildsClaimed` and :class:`BuildFinished` on ``events`` once they are stored, and
+    the subscribers wired in ``bootstrap.py`` (callbacks, CI linking, metrics) react.
+    """
+
     def __init__(
         self,
         *,
-        workers: Any,
-        queue: Any,
-        notifier: Any,
+        workers: WorkerStore,
+        queue: WorkQueue,
+        notifier: ClaimNotifier,
+        events: EventBus,
+        credentials: ClaimCredentials,
         lease_seconds: float,
         claim_wait_seconds: float,
         offline_after_seconds: float,
         retry_delay_seconds: float,
         max_retryable_failures: int,
-        on_complete: list[CompletionHook] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.workers = workers
         self.queue = queue
         self.notifier = notifier
+        self.events = events
+        #: Mints git credentials the queue cannot know (the local host's task credentials).
+        self.credentials = credentials
         self.lease_seconds = lease_seconds
         self.claim_wait_seconds = claim_wait_seconds
         self.offline_after = offline_after_seconds
         self.retry_delay_seconds = retry_delay_seconds
         self.max_retryable_failures = max_retryable_failures
-        self.on_complete = on_complete or []
-        #: Called with freshly claimed tasks (metrics: claim latency); must not raise.
-        self.on_claim: list[Callable[[list[ClaimedTask]], Awaitable[None]]] = []
+        #: Monotonic seconds: the claim's wait deadline and the registration cache.
+        self.clock = clock
         self._worker_cache: dict[str, tuple[float, WorkerRecord]] = {}
         self._draining = False
 
@@ -57,24 +78,47 @@ class WorkerService:
         self._draining = True
         self.notifier.wake()
 
-    async def register(self, principal: Principal, **info: Any) -> str:
+    async def register(
+        self,
+        principal: Principal,
+        *,
+        name: str,
+        hostname: str | None = None,
+        labels: list[str] | None = None,
+        agents: list[str] | None = None,
+        agent_notes: dict[str, str] | None = None,
+        slots: int = 1,
+        version: str | None = None,
+    ) -> str:
+        """Idempotent by name; the worker's cached registration is dropped, so the next
+        claim sees its new agents, labels and slots."""
         principal.require("workers:run")
-        wid = await self.workers.register(**info)
+        wid = await self.workers.register(
+            name=name,
+            hostname=hostname,
+            labels=labels or [],
+            agents=agents or [],
+            agent_notes=agent_notes or {},
+            slots=slots,
+            version=version,
+        )
         self._worker_cache.pop(wid, None)
         return wid
 
     async def _worker(self, worker_id: str) -> WorkerRecord:
-        now = time.monotonic()
+        now = self.clock()
         hit = self._worker_cache.get(worker_id)
         if hit and hit[0] > now:
             return hit[1]
-        row = await self.workers.get(worker_id)
-        self._worker_cache[worker_id] = (now + 10.0, row)
-        return row
+        record = await self.workers.get(worker_id)
+        self._worker_cache[worker_id] = (now + WORKER_CACHE_SECONDS, record)
+        return record
 
     async def heartbeat(
         self, principal: Principal, worker_id: str, tasks: dict[str, str]
-    ) -> tuple[dict[str, Any], list[str]]:
+    ) -> tuple[dict[str, datetime], list[str]]:
+        """Extend the leases of ``tasks`` (task id -> lease token): (new expiries, task ids
+        with a cancel request). A stale lease is a StaleLease and extends nothing."""
         principal.require("workers:run")
         await self._worker(worker_id)
         await self.workers.touch(worker_id, sorted(tasks))
@@ -95,8 +139,8 @@ class WorkerService:
         """
         principal.require("workers:run")
         worker = await self._worker(worker_id)
-        wait = min(self.claim_wait_seconds if wait_seconds is None else wait_seconds, 60.0)
-        deadline = time.monotonic() + max(wait, 0.0)
+        wait = self.claim_wait_seconds if wait_seconds is None else wait_seconds
+        deadline = self.clock() + max(min(wait, MAX_CLAIM_WAIT_SECONDS), 0.0)
         max_tasks = max(0, min(max_tasks, worker.slots * 4, 100))
         while not self._draining:
             waiter = self.notifier.waiter(worker.agents, worker.labels)
@@ -110,11 +154,10 @@ class WorkerService:
                     lease_seconds=self.lease_seconds,
                 )
                 if tasks:
-                    for claim_hook in self.on_claim:
-                        with contextlib.suppress(Exception):
-                            await claim_hook(tasks)
+                    tasks = await self.credentials.add_credentials(tasks)
+                    await self.events.publish(BuildsClaimed(tuple(tasks)))
                     return tasks
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self.clock()
                 if remaining <= 0:
                     return []
                 with contextlib.suppress(TimeoutError):
@@ -132,7 +175,7 @@ class WorkerService:
         principal: Principal,
         task_id: str,
         lease_token: str,
-        chunks: list[dict[str, Any]],
+        chunks: list[LogLine],
         offset: int | None = None,
     ) -> int:
         principal.require("workers:run")
@@ -149,6 +192,8 @@ class WorkerService:
         result: BuildResult,
         agent_info: dict[str, Any] | None,
     ) -> BuildStatus:
+        """Store a result under its lease; BuildFinished carries the status stored (pending
+        again for a retryable failure with retries left)."""
         principal.require("workers:run")
         worker = await self._worker(worker_id)
         status = await self.queue.complete(
@@ -160,17 +205,14 @@ class WorkerService:
             retry_delay_seconds=self.retry_delay_seconds,
             max_retryable_failures=self.max_retryable_failures,
         )
-        for hook in self.on_complete:
-            try:
-                await hook(task_id, status, result)
-            except Exception:  # a hook must never undo a stored result
-                log.exception("completion hook failed", task_id=task_id)
+        await self.events.publish(BuildFinished(task_id, status, result))
         return status
 
     async def complete_many(
-        self, principal: Principal, worker_id: str, items: list[Any]
-    ) -> list[BuildStatus | Exception]:
-        """Batch form of :meth:`complete`: one transaction, one outcome per item."""
+        self, principal: Principal, worker_id: str, items: list[Completion]
+    ) -> list[Outcome]:
+        """Batch form of :meth:`complete`: one transaction, one outcome per item; a
+        BuildFinished for each stored result, none for a refused one."""
         principal.require("workers:run")
         worker = await self._worker(worker_id)
         outcomes = await self.queue.complete_many(
@@ -179,14 +221,10 @@ class WorkerService:
             retry_delay_seconds=self.retry_delay_seconds,
             max_retryable_failures=self.max_retryable_failures,
         )
-        if self.on_complete:
+        if self.events.subscribed(BuildFinished):
             for item, outcome in zip(items, outcomes, strict=True):
                 if isinstance(outcome, BuildStatus):
-                    for hook in self.on_complete:
-                        try:
-                            await hook(item.task_id, outcome, item.result)
-                        except Exception:
-                            log.exception("completion hook failed", task_id=item.task_id)
+                    await self.events.publish(BuildFinished(item.task_id, outcome, item.result))
         return outcomes
 
     async def stopped(self, principal: Principal, worker_id: str) -> None:

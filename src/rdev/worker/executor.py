@@ -86,22 +86,19 @@ class BuildExecutor:
                 return result(
                     success=False, error=f"this worker does not offer agent {spec.agent}"
                 ), info
-            branch = spec.branch or task.project["default_branch"]
-            await say(f"rdev: cloning {task.project['name']} at branch {branch}")
+            project = task.project
+            branch = spec.branch or project.default_branch
+            await say(f"rdev: cloning {project.name} at branch {branch}")
             try:
                 base = await self.git.clone(
-                    task.project["repo_url"],
-                    repo,
-                    branch,
-                    task.project["default_branch"],
-                    task.git_credential,
+                    project.repo_url, repo, branch, project.default_branch, task.git_credential
                 )
             except GitError as exc:
                 return result(success=False, error=f"clone failed: {exc}"), info
             info["base_commit"] = base or None
             if cancel.is_set():
                 return result(success=False, cancelled=True, error="cancelled"), info
-            settings = task.project.get("agent_settings") or {}
+            settings = project.agent_settings
             request = AgentRequest(
                 workdir=repo,
                 prompt=task.rendered_prompt,
