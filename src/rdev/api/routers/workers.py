@@ -21,6 +21,7 @@ from rdev.api.schemas import (
 from rdev.domain.errors import DomainError
 from rdev.domain.models import BuildStatus, ClaimedTask, WorkerInfo
 from rdev.ports.queue import Completion as Item
+from rdev.ports.queue import LogLine
 
 router = APIRouter(tags=["workers"])
 
@@ -76,7 +77,11 @@ async def append_logs(
 ) -> dict[str, int]:
     """Append log chunks in order (worker only; needs the current lease token)."""
     last = await c.workers.append_logs(
-        p, task_id, body.lease_token, [ch.model_dump() for ch in body.chunks], body.offset
+        p,
+        task_id,
+        body.lease_token,
+        [LogLine(text=ch.text, stream=ch.stream) for ch in body.chunks],
+        body.offset,
     )
     return {"last_seq": last}
 
