@@ -69,8 +69,8 @@ async def project_access(request: Request, project_id: str) -> None:
     principal = await get_principal(request)
     if principal.projects is None:
         return
-    row = await container_of(request).projects.store.get_row(project_id)
-    principal.require_project(row["id"], row["name"])
+    project = await container_of(request).projects.store.get(project_id)
+    principal.require_project(project.id, project.name)
 
 
 ProjectAccess = Depends(project_access)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from rdev.domain.models import BuildResult, BuildSpec, BuildStatus, Project
-from rdev.services.pipelines import public_ci_settings
+from rdev.services.ci_settings import public_ci_settings
+from rdev.services.create_and_build import GITEA_OPTIONS, ProjectAndBuild, ProjectToCreate
+from rdev.services.projects import ProjectRegistration
+
+
+def _secret(value: str | None) -> SecretStr | None:
+    """A write-only field of a request, wrapped as it came (an empty string too)."""
+    return SecretStr(value) if value is not None else None
 
 
 class ProjectCreate(BaseModel):
@@ -22,6 +30,96 @@ class ProjectCreate(BaseModel):
     )
     default_agent: str | None = None
     labels: list[str] = Field(default_factory=list)
+
+    def to_registration(self) -> ProjectRegistration:
+        return ProjectRegistration(
+            name=self.name,
+            repo_url=self.repo_url,
+            default_branch=self.default_branch,
+            git_credential=_secret(self.git_credential),
+            default_agent=self.default_agent,
+            labels=tuple(self.labels),
+        )
+
+
+class NewProject(BaseModel):
+    """The project half of a create-and-build request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=63, examples=["my-service"])
+    template: str = Field(default="blank", description="Template whose scaffold seeds the repo.")
+    variables: dict[str, Any] = Field(
+        default_factory=dict, description="Template variables for the scaffold."
+    )
+    host: Literal["local", "gitea", "none"] | None = Field(
+        default=None,
+        description="Where the repository is made; default: the server's RDEV_REPO_HOST. "
+        "'none' registers an existing repository (repo_url) without scaffolding it.",
+    )
+    repo_url: str | None = Field(default=None, description="Only with host 'none'.")
+    git_credential: str | None = Field(
+        default=None, description="Only with host 'none': token or user:password; write-only."
+    )
+    default_branch: str = Field(default="main", min_length=1, max_length=255)
+    default_agent: str | None = None
+    labels: list[str] = Field(default_factory=list)
+    owner: str | None = Field(default=None, description="Gitea: organisation or user.")
+    private: bool | None = Field(default=None, description="Gitea: private repository.")
+    description: str | None = Field(default=None, description="Gitea: repository description.")
+    template_repo: str | None = Field(
+        default=None, description="Gitea: 'owner/name' of a template repository to generate from."
+    )
+
+
+class CreateAndBuildRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "project": {
+                        "name": "clock-service",
+                        "template": "python-service",
+                        "variables": {"service_name": "clock", "port": 8000},
+                        "host": "local",
+                    },
+                    "build": {
+                        "prompt": "Add GET /time returning the current UTC time as JSON.",
+                        "auto_commit": True,
+                        "auto_push": True,
+                        "callback_url": "https://bot.example.org/rdev-callback",
+                    },
+                }
+            ]
+        },
+    )
+
+    project: NewProject
+    build: BuildSpec
+
+    def to_domain(self) -> ProjectAndBuild:
+        """The service's input. An Idempotency-Key's fingerprint is the hash of this body's
+        JSON (so a retry must send the same body)."""
+        p = self.project
+        return ProjectAndBuild(
+            project=ProjectToCreate(
+                name=p.name,
+                template=p.template,
+                variables=dict(p.variables),
+                host=p.host,
+                repo_url=p.repo_url,
+                git_credential=_secret(p.git_credential),
+                default_branch=p.default_branch,
+                default_agent=p.default_agent,
+                labels=tuple(p.labels),
+                gitea_options={
+                    k: getattr(p, k) for k in GITEA_OPTIONS if getattr(p, k) is not None
+                },
+            ),
+            build=self.build,
+            fingerprint=hashlib.sha256(self.model_dump_json().encode()).hexdigest(),
+        )
 
 
 class CISettingsOut(BaseModel):

@@ -24,4 +24,12 @@ class RepoHost(Protocol):
         """Create the repository; when ``scaffold`` is given, push it as the first commit."""
         ...
 
-    async def delete(self, name: str, options: dict[str, Any]) -> None: ...
+    def clone_url(self, name: str) -> str | None:
+        """The clone URL repository ``name`` has (or will have once created), when the host
+        knows it without asking anyone; None when only creating it tells (a Gitea owner,
+        the server's canonical URL). Scaffolds render it before the repository exists."""
+        ...
+
+    async def delete(self, name: str, options: dict[str, Any]) -> None:
+        """Delete the repository; one that does not exist is not an error."""
+        ...

@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import re
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import SecretStr
 
 from rdev.domain.auth import Principal
 from rdev.domain.errors import (
@@ -43,9 +43,13 @@ from rdev.domain.errors import (
     UpstreamFailed,
     ValidationFailed,
 )
-from rdev.domain.models import BuildSpec, BuildStatus, Project
+from rdev.domain.models import Build, BuildSpec, BuildStatus, Project
 from rdev.ports.git import GitError
-from rdev.services.projects import validate_slug
+from rdev.ports.idempotency import IdempotencyStore, StoredAnswer
+from rdev.ports.projects import ProjectDefaults
+from rdev.ports.repohost import RepoHost
+from rdev.ports.templates import TemplateProvider
+from rdev.services.projects import ProjectRegistration, ProjectService, validate_slug
 
 log = structlog.get_logger(__name__)
 
@@ -53,62 +57,50 @@ HOSTS = ("local", "gitea", "none")
 GITEA_OPTIONS = ("owner", "private", "description", "template_repo")
 _BRANCH = re.compile(r"^(?!-)(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,255}(?<!/)(?<!\.lock)$")
 
+#: One made step's undo: what it undoes ("project removed") and the coroutine that does it.
+Undo = tuple[str, Callable[[], Awaitable[None]]]
 
-class NewProject(BaseModel):
-    """The project half of a create-and-build request."""
 
-    model_config = ConfigDict(extra="forbid")
+@dataclass(frozen=True)
+class ProjectToCreate:
+    """The project half of a create-and-build: the repository to make and how to register it.
 
-    name: str = Field(min_length=1, max_length=63, examples=["my-service"])
-    template: str = Field(default="blank", description="Template whose scaffold seeds the repo.")
-    variables: dict[str, Any] = Field(
-        default_factory=dict, description="Template variables for the scaffold."
-    )
-    host: Literal["local", "gitea", "none"] | None = Field(
-        default=None,
-        description="Where the repository is made; default: the server's RDEV_REPO_HOST. "
-        "'none' registers an existing repository (repo_url) without scaffolding it.",
-    )
-    repo_url: str | None = Field(default=None, description="Only with host 'none'.")
-    git_credential: str | None = Field(
-        default=None, description="Only with host 'none': token or user:password; write-only."
-    )
-    default_branch: str = Field(default="main", min_length=1, max_length=255)
+    ``host`` None means the server's default repo host; ``repo_url`` and ``git_credential``
+    only go with host ``none`` (an existing repository); ``gitea_options`` (``owner``,
+    ``private``, ``description``, ``template_repo``) only with host ``gitea``.
+    """
+
+    name: str
+    template: str = "blank"
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    host: str | None = None
+    repo_url: str | None = None
+    git_credential: SecretStr | None = None
+    default_branch: str = "main"
     default_agent: str | None = None
-    labels: list[str] = Field(default_factory=list)
-    owner: str | None = Field(default=None, description="Gitea: organisation or user.")
-    private: bool | None = Field(default=None, description="Gitea: private repository.")
-    description: str | None = Field(default=None, description="Gitea: repository description.")
-    template_repo: str | None = Field(
-        default=None, description="Gitea: 'owner/name' of a template repository to generate from."
-    )
+    labels: tuple[str, ...] = ()
+    gitea_options: Mapping[str, Any] = field(default_factory=dict)
 
 
-class CreateAndBuildRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "project": {
-                        "name": "clock-service",
-                        "template": "python-service",
-                        "variables": {"service_name": "clock", "port": 8000},
-                        "host": "local",
-                    },
-                    "build": {
-                        "prompt": "Add GET /time returning the current UTC time as JSON.",
-                        "auto_commit": True,
-                        "auto_push": True,
-                        "callback_url": "https://bot.example.org/rdev-callback",
-                    },
-                }
-            ]
-        },
-    )
+@dataclass(frozen=True)
+class ProjectAndBuild:
+    """A create-and-build request in domain terms; ``fingerprint`` identifies the request
+    for its Idempotency-Key (a retry with the same key must have the same fingerprint)."""
 
-    project: NewProject
+    project: ProjectToCreate
     build: BuildSpec
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class _Draft:
+    """The project as a build sees it before it exists (for :meth:`BuildSteps.prepare`)."""
+
+    name: str
+    repo_url: str
+    default_branch: str
+    default_agent: str | None
+    labels: Sequence[str]
 
 
 @dataclass
@@ -120,23 +112,30 @@ class CreatedAndBuilt:
     replayed: bool = False
 
 
-class IdempotencyStore(Protocol):
-    async def reserve(self, key: str, scope: str, fingerprint: str) -> dict[str, Any] | None: ...
-    async def complete(self, key: str, scope: str, response: dict[str, Any]) -> None: ...
-    async def release(self, key: str, scope: str) -> None: ...
+class BuildSteps(Protocol):
+    """What create-and-build asks of the build service (BuildService is one)."""
+
+    async def prepare(
+        self, project: ProjectDefaults, spec: BuildSpec
+    ) -> tuple[BuildSpec, str, str, str | None, str | None]:
+        """Check ``spec`` for ``project`` exactly as a submit would (raises on bad input)."""
+        ...
+
+    async def submit(
+        self, principal: Principal, project_ref: str, spec: BuildSpec, idempotency_key: str | None
+    ) -> tuple[Build, bool]: ...
 
 
 class CreateAndBuildService:
-    """``projects``: ProjectService; ``builds``: BuildService; ``templates``: TemplateProvider;
-    ``repo_hosts``: host name -> RepoHost; ``default_host``: used when a request names none."""
+    """``default_host`` is used when a request names none."""
 
     def __init__(
         self,
         *,
-        projects: Any,
-        builds: Any,
-        templates: Any,
-        repo_hosts: dict[str, Any],
+        projects: ProjectService,
+        builds: BuildSteps,
+        templates: TemplateProvider,
+        repo_hosts: Mapping[str, RepoHost],
         idempotency: IdempotencyStore | None,
         default_host: str = "local",
     ) -> None:
@@ -150,7 +149,7 @@ class CreateAndBuildService:
     # -- entry point ---------------------------------------------------------------------------
 
     async def run(
-        self, principal: Principal, request: CreateAndBuildRequest, idempotency_key: str | None
+        self, principal: Principal, request: ProjectAndBuild, idempotency_key: str | None
     ) -> CreatedAndBuilt:
         principal.require("projects:write")
         principal.require("builds:write")
@@ -158,7 +157,7 @@ class CreateAndBuildService:
             return await self._run(principal, request)
 
         scope = f"create-and-build:{principal.token_id}"
-        fingerprint = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+        fingerprint = request.fingerprint
         stored = await self.idempotency.reserve(idempotency_key, scope, fingerprint)
         if stored is not None:
             return _replay(stored, fingerprint)
@@ -169,13 +168,13 @@ class CreateAndBuildService:
                 await asyncio.shield(self.idempotency.release(idempotency_key, scope))
             raise
         try:
-            await self.idempotency.complete(idempotency_key, scope, _stored(outcome, fingerprint))
+            await self.idempotency.complete(idempotency_key, scope, fingerprint, _answer(outcome))
         except Exception:
             log.exception("could not store the idempotent answer", key=idempotency_key)
         return outcome
 
-    async def _run(self, principal: Principal, request: CreateAndBuildRequest) -> CreatedAndBuilt:
-        made: list[tuple[str, Any]] = []  # (what, undo coroutine factory)
+    async def _run(self, principal: Principal, request: ProjectAndBuild) -> CreatedAndBuilt:
+        made: list[Undo] = []
         step = "validate"
         try:
             with tempfile.TemporaryDirectory(prefix="rdev-scaffold-") as tmp:
@@ -185,18 +184,25 @@ class CreateAndBuildService:
                 repo_url, credential, web_url = await self._make_repository(plan, made)
 
                 step = "project"
-                project = await self.projects.create(
+                created = await self.projects.create(
                     principal,
-                    name=plan.name,
-                    repo_url=repo_url,
-                    default_branch=plan.branch,
-                    git_credential=credential,
-                    default_agent=request.project.default_agent,
-                    labels=request.project.labels,
-                    repo_host=None if plan.host == "none" else plan.host,
-                    settings={"repository": plan.settings(web_url)},
+                    ProjectRegistration(
+                        name=plan.name,
+                        repo_url=repo_url,
+                        default_branch=plan.branch,
+                        git_credential=credential,
+                        default_agent=request.project.default_agent,
+                        labels=request.project.labels,
+                        repo_host=None if plan.host == "none" else plan.host,
+                        settings={"repository": plan.settings(web_url)},
+                    ),
                 )
-                made.append(("project removed", lambda: self.projects.store.delete(project.id)))
+                project = created.project
+
+                async def remove_project() -> None:
+                    await self.projects.delete(principal, project.id, delete_repository=False)
+
+                made.append(("project removed", remove_project))
 
                 step = "build"
                 build, _ = await self.builds.submit(principal, project.id, plan.spec, None)
@@ -213,7 +219,7 @@ class CreateAndBuildService:
     # -- steps ---------------------------------------------------------------------------------
 
     async def _validate(
-        self, principal: Principal, request: CreateAndBuildRequest, scaffold_dir: Path
+        self, principal: Principal, request: ProjectAndBuild, scaffold_dir: Path
     ) -> _Plan:
         p = request.project
         _prefixed("project.", validate_slug, p.name)
@@ -226,8 +232,7 @@ class CreateAndBuildService:
             )
         host_name = p.host or self.default_host
         host = self._host(host_name, p)
-        with contextlib.suppress(NotFound):
-            await self.projects.store.get_row(p.name)
+        if await self.projects.exists(p.name):
             raise Conflict(f"a project named {p.name!r} already exists", field="project.name")
 
         try:
@@ -235,14 +240,16 @@ class CreateAndBuildService:
         except NotFound as exc:
             raise ValidationFailed(exc.detail, field="project.template") from None
         # The repository URL as far as it is known before the repository exists.
-        predicted_url = p.repo_url or ""
-        if host_name == "local":
-            predicted_url = host.clone_url(p.name)
-        context = {"name": p.name, "repo_url": predicted_url, "default_branch": p.default_branch}
+        predicted_url = p.repo_url or (host.clone_url(p.name) if host is not None else None)
+        context = {
+            "name": p.name,
+            "repo_url": predicted_url or "",
+            "default_branch": p.default_branch,
+        }
 
         try:
             await asyncio.to_thread(
-                self.templates.scaffold, template.name, scaffold_dir, p.variables, context
+                self.templates.scaffold, template.name, scaffold_dir, dict(p.variables), context
             )
         except DomainError as exc:
             exc.field = exc.field or "template"  # scaffold render errors name no field
@@ -253,13 +260,15 @@ class CreateAndBuildService:
             spec = spec.model_copy(
                 update={"template": template.name, "variables": {**p.variables, **spec.variables}}
             )
-        as_project = {
-            **context,
-            "default_agent": p.default_agent,
-            "labels": p.labels,
-        }
+        draft = _Draft(
+            name=p.name,
+            repo_url=context["repo_url"],
+            default_branch=p.default_branch,
+            default_agent=p.default_agent,
+            labels=p.labels,
+        )
         try:
-            await self.builds.prepare(as_project, spec)
+            await self.builds.prepare(draft, spec)
         except NotFound as exc:
             raise ValidationFailed(exc.detail, field=f"build.{exc.field or 'template'}") from None
         except DomainError as exc:
@@ -270,7 +279,7 @@ class CreateAndBuildService:
             branch=p.default_branch,
             host=host_name,
             repo_host=host,
-            options=_options(p),
+            options=dict(p.gitea_options),
             scaffold=scaffold_dir,
             spec=spec,
             repo_url=p.repo_url,
@@ -278,10 +287,10 @@ class CreateAndBuildService:
             template=(template.name, template.version),
         )
 
-    def _host(self, host_name: str, p: NewProject) -> Any:
+    def _host(self, host_name: str, p: ProjectToCreate) -> RepoHost | None:
         if host_name not in HOSTS:
             raise ValidationFailed(f"unknown repo host {host_name!r}", field="project.host")
-        given_gitea = [k for k in GITEA_OPTIONS if getattr(p, k) is not None]
+        given_gitea = [k for k in GITEA_OPTIONS if p.gitea_options.get(k) is not None]
         if host_name != "gitea" and given_gitea:
             raise ValidationFailed(
                 f"{given_gitea[0]} is a Gitea option; host is {host_name!r}",
@@ -291,8 +300,8 @@ class CreateAndBuildService:
             if not p.repo_url:
                 raise ValidationFailed("host 'none' needs repo_url", field="project.repo_url")
             return None
-        for key in ("repo_url", "git_credential"):
-            if getattr(p, key) is not None:
+        for key, value in (("repo_url", p.repo_url), ("git_credential", p.git_credential)):
+            if value is not None:
                 raise ValidationFailed(
                     f"{key} is only for host 'none'; host {host_name!r} makes the repository",
                     field=f"project.{key}",
@@ -305,19 +314,25 @@ class CreateAndBuildService:
         return host
 
     async def _make_repository(
-        self, plan: _Plan, made: list[tuple[str, Any]]
-    ) -> tuple[str, str | None, str | None]:
-        if plan.repo_host is None:
+        self, plan: _Plan, made: list[Undo]
+    ) -> tuple[str, SecretStr | None, str | None]:
+        host = plan.repo_host
+        if host is None:
             assert plan.repo_url
             return plan.repo_url, plan.credential, None
-        created = await plan.repo_host.create(plan.name, plan.branch, plan.options, plan.scaffold)
+        created = await host.create(plan.name, plan.branch, plan.options, plan.scaffold)
         if plan.host == "gitea" and "owner" not in plan.options:
             # Made for the token's own user: its name (needed to delete it) is in the URL.
             owner = _owner_from_url(created.clone_url)
             if owner:
                 plan.options["owner"] = owner
-        made.append(("repository deleted", lambda: plan.repo_host.delete(plan.name, plan.options)))
-        return created.clone_url, created.credential, created.web_url
+
+        async def delete_repository() -> None:
+            await host.delete(plan.name, plan.options)
+
+        made.append(("repository deleted", delete_repository))
+        credential = SecretStr(created.credential) if created.credential is not None else None
+        return created.clone_url, credential, created.web_url
 
 
 @dataclass
@@ -325,12 +340,12 @@ class _Plan:
     name: str
     branch: str
     host: str
-    repo_host: Any
+    repo_host: RepoHost | None
     options: dict[str, Any]
     scaffold: Path
     spec: BuildSpec
     repo_url: str | None
-    credential: str | None
+    credential: SecretStr | None
     template: tuple[str, str]
 
     def settings(self, web_url: str | None) -> dict[str, Any]:
@@ -343,18 +358,14 @@ class _Plan:
         }
 
 
-def _options(p: NewProject) -> dict[str, Any]:
-    return {k: getattr(p, k) for k in GITEA_OPTIONS if getattr(p, k) is not None}
-
-
 def _owner_from_url(url: str) -> str | None:
     parts = urlsplit(url).path.strip("/").split("/")
     return parts[-2] if len(parts) >= 2 and parts[-2] else None
 
 
-def _prefixed(prefix: str, fn: Any, *args: Any) -> Any:
+def _prefixed(prefix: str, fn: Callable[[str], object], arg: str) -> None:
     try:
-        return fn(*args)
+        fn(arg)
     except DomainError as exc:
         raise _with_field_prefix(exc, prefix) from None
 
@@ -366,7 +377,7 @@ def _with_field_prefix(exc: DomainError, prefix: str) -> DomainError:
     return exc
 
 
-async def _undo(made: list[tuple[str, Any]]) -> tuple[list[str], list[str]]:
+async def _undo(made: list[Undo]) -> tuple[list[str], list[str]]:
     """Undo in reverse order; (what was undone, what could not be)."""
     undone: list[str] = []
     left: list[str] = []
@@ -405,10 +416,9 @@ def _step_error(step: str, exc: Exception, undone: list[str], left: list[str]) -
     return error
 
 
-def _stored(outcome: CreatedAndBuilt, fingerprint: str) -> dict[str, Any]:
+def _answer(outcome: CreatedAndBuilt) -> dict[str, Any]:
+    """The answer stored under an Idempotency-Key (JSON)."""
     return {
-        "state": "done",
-        "fingerprint": fingerprint,
         "project": outcome.project.model_dump(mode="json"),
         "task_id": outcome.task_id,
         "status": outcome.status.value,
@@ -416,21 +426,22 @@ def _stored(outcome: CreatedAndBuilt, fingerprint: str) -> dict[str, Any]:
     }
 
 
-def _replay(stored: dict[str, Any], fingerprint: str) -> CreatedAndBuilt:
-    if stored.get("fingerprint") != fingerprint:
+def _replay(stored: StoredAnswer, fingerprint: str) -> CreatedAndBuilt:
+    if stored.fingerprint != fingerprint:
         raise ValidationFailed(
             "this Idempotency-Key was used with a different request body",
             field="Idempotency-Key",
         )
-    if stored.get("state") != "done":
+    if stored.state != "done":
         raise Conflict(
             "a request with this Idempotency-Key is still being processed; retry later",
             field="Idempotency-Key",
         )
+    answer = stored.answer
     return CreatedAndBuilt(
-        project=Project.model_validate(stored["project"]),
-        task_id=stored["task_id"],
-        status=BuildStatus(stored["status"]),
-        created_at=datetime.fromisoformat(stored["created_at"]),
+        project=Project.model_validate(answer["project"]),
+        task_id=answer["task_id"],
+        status=BuildStatus(answer["status"]),
+        created_at=datetime.fromisoformat(answer["created_at"]),
         replayed=True,
     )

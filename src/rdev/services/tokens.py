@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
+import builtins
 import secrets
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
 
 from rdev.domain.auth import SCOPES, Principal
 from rdev.domain.errors import Unauthorized, ValidationFailed
+from rdev.ports.tokens import ApiToken, TokenStore
 
 TOKEN_PREFIX = "rdev_"  # noqa: S105 - a prefix, not a secret
 _CACHE_SECONDS = 5.0
-
-
-class TokenStore(Protocol):
-    async def create(
-        self, *, name: str, token: str, scopes: list[str], projects: list[str] | None
-    ) -> str: ...
-    async def lookup(self, token: str) -> dict[str, Any] | None: ...
-    async def count(self) -> int: ...
-    async def list(self) -> list[dict[str, Any]]: ...
-    async def revoke(self, token_id: str) -> None: ...
-    async def revoke_named(self, name: str) -> None: ...
 
 
 def new_token_value() -> str:
@@ -29,15 +20,17 @@ def new_token_value() -> str:
 
 
 class TokenService:
-    def __init__(self, store: TokenStore) -> None:
+    def __init__(self, store: TokenStore, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
+        #: Monotonic seconds, for the authentication cache (a test may drive it by hand).
+        self.clock = clock
         self._cache: dict[str, tuple[float, Principal]] = {}
 
     async def create(
         self,
         name: str,
-        scopes: list[str],
-        projects: list[str] | None = None,
+        scopes: builtins.list[str],
+        projects: builtins.list[str] | None = None,
         value: str | None = None,
     ) -> tuple[str, str]:
         """Mint a token; returns (token id, the token itself — shown once, stored hashed)."""
@@ -53,18 +46,18 @@ class TokenService:
     async def authenticate(self, token: str | None) -> Principal:
         if not token:
             raise Unauthorized("missing bearer token")
-        now = time.monotonic()
+        now = self.clock()
         hit = self._cache.get(token)
         if hit and hit[0] > now:
             return hit[1]
-        row = await self.store.lookup(token)
-        if row is None:
+        found = await self.store.lookup(token)
+        if found is None:
             raise Unauthorized("invalid or revoked token")
         principal = Principal(
-            token_id=row["id"],
-            name=row["name"],
-            scopes=frozenset(row["scopes"]),
-            projects=frozenset(row["projects"]) if row["projects"] is not None else None,
+            token_id=found.id,
+            name=found.name,
+            scopes=frozenset(found.scopes),
+            projects=frozenset(found.projects) if found.projects is not None else None,
         )
         if len(self._cache) > 10000:
             self._cache.clear()
@@ -84,6 +77,10 @@ class TokenService:
             _, token = await self.create("bootstrap-admin", ["admin"])
             return token
         return None
+
+    async def list(self) -> builtins.list[ApiToken]:
+        """Every token (never its value: only its hash is stored)."""
+        return await self.store.list()
 
     async def revoke(self, token_id: str) -> None:
         await self.store.revoke(token_id)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from rdev.ports.leases import LiveLease
+
 from .engine import Database
 from .tables import builds, projects, work_tasks
 
@@ -20,8 +22,7 @@ class SqlLeaseReader:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def live_lease(self, task_id: str) -> tuple[str, str] | None:
-        """(lease token, project name) while ``task_id`` is leased (not yet reaped), else None."""
+    async def live_lease(self, task_id: str) -> LiveLease | None:
         stmt = (
             select(work_tasks.c.lease_token, projects.c.name)
             .select_from(
@@ -36,4 +37,4 @@ class SqlLeaseReader:
             row = (await conn.execute(stmt)).first()
         if row is None or not row[0]:
             return None
-        return str(row[0]), str(row[1])
+        return LiveLease(lease_token=str(row[0]), project_name=str(row[1]))

@@ -1,18 +1,47 @@
-"""Project storage."""
+"""Project storage: the ``projects`` table behind the ProjectStore port."""
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import SecretStr
 from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from rdev.domain.errors import Conflict, NotFound
-from rdev.domain.models import BuildStatus, Project
+from rdev.domain.models import BuildStatus
+from rdev.ports.projects import ProjectChanges, ProjectRecord, reveal
 
 from .engine import Database
-from .rows import new_id, project_from_row, utcnow
+from .stamps import new_id, utcnow
 from .tables import builds, projects
+
+_SECRET_COLUMNS = ("git_credential", "ci_token", "webhook_secret")
+
+
+def _secret(value: str | None) -> SecretStr | None:
+    return SecretStr(value) if value else None
+
+
+def project_record(row: RowMapping) -> ProjectRecord:
+    """A ``projects`` row as the domain record (secrets wrapped)."""
+    return ProjectRecord(
+        id=row["id"],
+        name=row["name"],
+        repo_url=row["repo_url"],
+        default_branch=row["default_branch"],
+        created_at=row["created_at"],
+        default_agent=row["default_agent"],
+        labels=tuple(row["labels"] or ()),
+        settings=dict(row["settings"] or {}),
+        git_credential=_secret(row["git_credential"]),
+        ci_token=_secret(row["ci_token"]),
+        webhook_secret=_secret(row["webhook_secret"]),
+        repo_host=row["repo_host"],
+    )
 
 
 class SqlProjectStore:
@@ -25,14 +54,14 @@ class SqlProjectStore:
         name: str,
         repo_url: str,
         default_branch: str,
-        git_credential: str | None,
+        git_credential: SecretStr | None,
         default_agent: str | None = None,
-        labels: list[str] | None = None,
-        settings: dict[str, Any] | None = None,
-        webhook_secret: str | None = None,
-        ci_token: str | None = None,
+        labels: Sequence[str] = (),
+        settings: Mapping[str, Any] | None = None,
+        webhook_secret: SecretStr | None = None,
+        ci_token: SecretStr | None = None,
         repo_host: str | None = None,
-    ) -> Project:
+    ) -> ProjectRecord:
         now = utcnow()
         pid = new_id()
         try:
@@ -43,12 +72,12 @@ class SqlProjectStore:
                         name=name,
                         repo_url=repo_url,
                         default_branch=default_branch,
-                        git_credential=git_credential,
+                        git_credential=reveal(git_credential),
                         default_agent=default_agent,
-                        labels=labels or [],
-                        settings=settings or {},
-                        webhook_secret=webhook_secret,
-                        ci_token=ci_token,
+                        labels=list(labels),
+                        settings=dict(settings or {}),
+                        webhook_secret=reveal(webhook_secret),
+                        ci_token=reveal(ci_token),
                         repo_host=repo_host,
                         created_at=now,
                         updated_at=now,
@@ -58,33 +87,27 @@ class SqlProjectStore:
             raise Conflict(f"a project named {name!r} already exists", field="name") from exc
         return await self.get(pid)
 
-    async def get_row(self, ref: str) -> dict[str, Any]:
+    async def get(self, ref: str) -> ProjectRecord:
+        stmt = select(projects).where(or_(projects.c.id == ref, projects.c.name == ref))
         async with self.db.read() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(projects).where(or_(projects.c.id == ref, projects.c.name == ref))
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            row = (await conn.execute(stmt)).mappings().first()
         if row is None:
             raise NotFound(f"no project {ref!r}")
-        return dict(row)
+        return project_record(row)
 
-    async def get(self, ref: str) -> Project:
-        return project_from_row(await self.get_row(ref))  # type: ignore[arg-type]
-
-    async def list(self, only: list[str] | None = None) -> list[Project]:
+    async def list(self, only: builtins.list[str] | None = None) -> builtins.list[ProjectRecord]:
         stmt = select(projects).order_by(projects.c.name)
         if only is not None:
             stmt = stmt.where(or_(projects.c.id.in_(only), projects.c.name.in_(only)))
         async with self.db.read() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
-        return [project_from_row(r) for r in rows]
+        return [project_record(r) for r in rows]
 
-    async def update(self, project_id: str, **values: Any) -> Project:
+    async def update(self, project_id: str, changes: ProjectChanges) -> ProjectRecord:
+        values: dict[str, Any] = dict(changes)
+        for column in _SECRET_COLUMNS:
+            if column in values:
+                values[column] = reveal(values[column])
         values["updated_at"] = utcnow()
         async with self.db.write() as conn:
             await conn.execute(update(projects).where(projects.c.id == project_id).values(**values))

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any
+import builtins
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import RowMapping
+
+from rdev.ports.tokens import ApiToken, hash_token
 
 from .engine import Database
-from .rows import new_id, utcnow
+from .stamps import new_id, utcnow
 from .tables import api_tokens
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def _token(row: RowMapping) -> ApiToken:
+    return ApiToken(
+        id=row["id"],
+        name=row["name"],
+        scopes=tuple(row["scopes"] or ()),
+        projects=tuple(row["projects"]) if row["projects"] is not None else None,
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
 
 
 class SqlTokenStore:
@@ -21,7 +30,12 @@ class SqlTokenStore:
         self.db = db
 
     async def create(
-        self, *, name: str, token: str, scopes: list[str], projects: list[str] | None
+        self,
+        *,
+        name: str,
+        token: str,
+        scopes: builtins.list[str],
+        projects: builtins.list[str] | None,
     ) -> str:
         tid = new_id()
         async with self.db.write() as conn:
@@ -37,34 +51,25 @@ class SqlTokenStore:
             )
         return tid
 
-    async def lookup(self, token: str) -> dict[str, Any] | None:
+    async def lookup(self, token: str) -> ApiToken | None:
+        stmt = select(api_tokens).where(
+            api_tokens.c.token_hash == hash_token(token), api_tokens.c.revoked_at.is_(None)
+        )
         async with self.db.read() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(api_tokens).where(
-                            api_tokens.c.token_hash == hash_token(token),
-                            api_tokens.c.revoked_at.is_(None),
-                        )
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return dict(row) if row else None
+            row = (await conn.execute(stmt)).mappings().first()
+        return _token(row) if row else None
 
     async def count(self) -> int:
         async with self.db.read() as conn:
-            return len((await conn.execute(select(api_tokens.c.id))).all())
-
-    async def list(self) -> list[dict[str, Any]]:
-        async with self.db.read() as conn:
-            rows = (
-                (await conn.execute(select(api_tokens).order_by(api_tokens.c.created_at)))
-                .mappings()
-                .all()
+            return int(
+                (await conn.execute(select(func.count()).select_from(api_tokens))).scalar_one()
             )
-        return [{k: v for k, v in r.items() if k != "token_hash"} for r in rows]
+
+    async def list(self) -> builtins.list[ApiToken]:
+        stmt = select(api_tokens).order_by(api_tokens.c.created_at, api_tokens.c.id)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [_token(r) for r in rows]
 
     async def revoke_named(self, name: str) -> None:
         async with self.db.write() as conn:

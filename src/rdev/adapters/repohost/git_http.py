@@ -158,7 +158,9 @@ class GitSmartHTTPApp:
             if stderr:
                 logger.warning("git http-backend %s/%s: %s", name, rest, stderr[-1000:])
 
-    def _cgi_env(self, scope: Scope, name: str, rest: str, headers: dict[str, str]) -> dict:
+    def _cgi_env(
+        self, scope: Scope, name: str, rest: str, headers: dict[str, str]
+    ) -> dict[str, str]:
         env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/"),

@@ -121,6 +121,11 @@ class GiteaRepoHost:
             await self._push_or_roll_back(repo, created.clone_url, Path(scaffold), default_branch)
         return created
 
+    def clone_url(self, name: str) -> str | None:
+        """Unknown before the repository exists: Gitea answers it (its ROOT_URL and the
+        owner, which may be the token's own user, decide it)."""
+        return None
+
     async def delete(self, name: str, options: dict[str, Any]) -> None:
         """Delete ``owner/name``; a repository that is already gone is not an error."""
         _check_name(name, "name")
@@ -257,8 +262,9 @@ def _message(resp: httpx.Response) -> str:
         return ""
     if isinstance(data, dict):
         for key in ("message", "error"):
-            if isinstance(data.get(key), str):
-                return data[key]
+            value = data.get(key)
+            if isinstance(value, str):
+                return value
     return ""
 
 

@@ -48,6 +48,7 @@ class LocalRepoHost:
         return self.repos_dir / f"{name}.git"
 
     def clone_url(self, name: str) -> str:
+        """``{public_url}/git/{name}.git``: known before the repository exists."""
         return f"{self.public_url}/git/{name}.git"
 
     async def create(

@@ -9,10 +9,9 @@ from pydantic import BaseModel
 
 from rdev.api.deps import ContainerDep, PrincipalDep, scoped
 from rdev.api.routers.builds import links as build_links
-from rdev.api.schemas import ProjectOut
+from rdev.api.schemas import CreateAndBuildRequest, ProjectOut
 from rdev.domain.errors import NotFound
 from rdev.domain.models import BuildStatus
-from rdev.services.create_and_build import CreateAndBuildRequest
 
 router = APIRouter(tags=["projects"])
 
@@ -48,7 +47,7 @@ async def create_and_build(
     """
     if c.create_and_build is None:
         raise NotFound("create-and-build is not available on this server")
-    outcome = await c.create_and_build.run(p, body, idempotency_key)
+    outcome = await c.create_and_build.run(p, body.to_domain(), idempotency_key)
     project = ProjectOut.of(outcome.project)
     response.headers["Location"] = f"/projects/{outcome.project.id}"
     if outcome.replayed:

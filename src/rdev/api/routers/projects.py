@@ -14,10 +14,10 @@ router = APIRouter(prefix="/projects", tags=["projects"])
 async def create_project(body: ProjectCreate, c: ContainerDep, p: ProjectsWrite) -> ProjectCreated:
     """Register a project (a git repository). The git credential is kept server-side only.
     The answer holds the project's webhook signing secret, shown this once."""
-    make_secret = c.projects.new_webhook_secret
-    secret = make_secret() if make_secret else None
-    project = await c.projects.create(p, **body.model_dump(), webhook_secret=secret)
-    return ProjectCreated.of(project).model_copy(update={"webhook_secret": secret})
+    created = await c.projects.create(p, body.to_registration())
+    return ProjectCreated.of(created.project).model_copy(
+        update={"webhook_secret": created.webhook_secret}
+    )
 
 
 @router.get("", response_model=list[ProjectOut])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -29,7 +30,7 @@ async def create_token(body: TokenCreate, c: ContainerDep, p: Admin) -> dict[str
 @router.get("")
 async def list_tokens(c: ContainerDep, p: Admin) -> list[dict[str, Any]]:
     p.require("admin")
-    return await c.tokens.store.list()
+    return [asdict(t) for t in await c.tokens.list()]
 
 
 @router.delete("/{token_id}", status_code=204)
