@@ -13,8 +13,9 @@ Three pieces, wired in bootstrap.py:
   id keyed with the task's lease token. It is valid while that lease is (heartbeats extend
   it; a reaped or completed task's credential is dead), for that project only, read and
   write; knowing it does not reveal the lease token, so it cannot complete the task.
-- :class:`LocalCredentialQueue` wraps the work queue so claims of local-host builds get
-  that credential, and :func:`local_repository_remover` is the project ``on_delete`` hook for
+  It is the worker service's ``ClaimCredentials`` (``rdev.ports.credentials``): claims of
+  local-host builds get that credential right after the queue's claim.
+- :func:`local_repository_remover` subscribes to ``ProjectDeleted`` for
   ``DELETE /projects/{id}?delete_repository=true``.
 """
 
@@ -23,13 +24,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import structlog
 
 from rdev.domain.auth import Principal
 from rdev.domain.errors import NotFound, Unauthorized
-from rdev.domain.models import ClaimedTask, Project
+from rdev.domain.events import ProjectDeleted
+from rdev.domain.models import ClaimedTask
+from rdev.ports.leases import LeaseReader
+from rdev.ports.projects import ProjectStore
+from rdev.ports.repohost import RepoHost
 
 log = structlog.get_logger(__name__)
 
@@ -38,12 +44,6 @@ LOCAL_HOST = "local"
 
 READ_SCOPES = ("builds:read", "projects:read", "workers:run")
 WRITE_SCOPES = ("workers:run", "projects:write")
-
-
-class LeaseReader(Protocol):
-    async def live_lease(self, task_id: str) -> tuple[str, str] | None:
-        """(lease token, project name) while the task is leased (until it is reaped)."""
-        ...
 
 
 class TaskGitCredentials:
@@ -62,6 +62,16 @@ class TaskGitCredentials:
     def mint(self, task_id: str, lease_token: str) -> str:
         return f"{TASK_CREDENTIAL_PREFIX}{task_id}.{self._mac(task_id, lease_token)}"
 
+    async def add_credentials(self, tasks: Sequence[ClaimedTask]) -> list[ClaimedTask]:
+        """ClaimCredentials: a claimed local-host build without a stored credential gets a
+        task credential (the server stores none for its own repositories)."""
+        return [
+            task.model_copy(update={"git_credential": self.mint(task.task_id, task.lease_token)})
+            if task.git_credential is None and task.project.repo_host == LOCAL_HOST
+            else task
+            for task in tasks
+        ]
+
     async def project_of(self, credential: str) -> str | None:
         """The project name a live task credential is for; None when unknown or its lease ended."""
         if not credential.startswith(TASK_CREDENTIAL_PREFIX):
@@ -72,19 +82,21 @@ class TaskGitCredentials:
         lease = await self.leases.live_lease(task_id)
         if lease is None:
             return None
-        lease_token, project_name = lease
-        if not hmac.compare_digest(mac, self._mac(task_id, lease_token)):
+        if not hmac.compare_digest(mac, self._mac(task_id, lease.lease_token)):
             return None
-        return project_name
+        return lease.project_name
 
 
 class GitAccess:
     """``authorize(token, repo_name, is_write)`` for GitSmartHTTPApp: True, False (403), None (401).
 
-    ``projects`` is the project store (``get_row(ref)``); ``tokens`` the TokenService.
+    ``projects`` is the project store (a token limited to projects is checked against the
+    repository's project); ``tokens`` authenticates API tokens.
     """
 
-    def __init__(self, tokens: Any, projects: Any, credentials: TaskGitCredentials) -> None:
+    def __init__(
+        self, tokens: Authenticator, projects: ProjectStore, credentials: TaskGitCredentials
+    ) -> None:
         self.tokens = tokens
         self.projects = projects
         self.credentials = credentials
@@ -110,53 +122,29 @@ class GitAccess:
         if principal.projects is None:
             return True
         try:
-            project_id = (await self.projects.get_row(repo_name))["id"]
+            project_id = (await self.projects.get(repo_name)).id
         except NotFound:
             project_id = ""  # a kept repository of a deleted project: only by name
         return principal.may_see_project(project_id, repo_name)
 
 
-class LocalCredentialQueue:
-    """The work queue, with task git credentials added to claims of local-host builds.
+class Authenticator(Protocol):
+    """Who an API token is (the TokenService): raises Unauthorized for a bad token."""
 
-    Everything but ``claim`` is passed through to the wrapped queue.
-    """
-
-    def __init__(self, inner: Any, projects: Any, credentials: TaskGitCredentials) -> None:
-        self.inner = inner
-        self.projects = projects
-        self.credentials = credentials
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def claim(self, **kwargs: Any) -> list[ClaimedTask]:
-        tasks: list[ClaimedTask] = await self.inner.claim(**kwargs)
-        for task in tasks:
-            if task.git_credential is None and await self._is_local(task):
-                task.git_credential = self.credentials.mint(task.task_id, task.lease_token)
-        return tasks
-
-    async def _is_local(self, task: ClaimedTask) -> bool:
-        if "repo_host" in task.project:  # the claim carries it: no extra query
-            return bool(task.project["repo_host"] == LOCAL_HOST)
-        try:
-            row = await self.projects.get_row(task.project["id"])
-        except NotFound:
-            return False
-        return row.get("repo_host") == LOCAL_HOST
+    async def authenticate(self, token: str | None) -> Principal: ...
 
 
-def local_repository_remover(host: Any) -> Any:
-    """Project ``on_delete`` hook: with ``delete_repository=True`` remove the local repository.
+def local_repository_remover(host: RepoHost) -> Callable[[ProjectDeleted], Awaitable[None]]:
+    """A ``ProjectDeleted`` subscriber: with ``delete_repository`` remove the local repository.
 
     Only a project whose repository is this server's own (made by create-and-build on the
     local host, or its repo URL is the local host's clone URL for its name) is touched; by
     default repositories are kept.
     """
 
-    async def hook(project: Project, options: dict[str, Any]) -> None:
-        if not options.get("delete_repository"):
+    async def on_project_deleted(event: ProjectDeleted) -> None:
+        project = event.project
+        if not event.delete_repository:
             return
         made_here = (project.settings.get("repository") or {}).get("host") == LOCAL_HOST
         if not made_here and project.repo_url != host.clone_url(project.name):
@@ -164,4 +152,4 @@ def local_repository_remover(host: Any) -> Any:
         await host.delete(project.name, {})
         log.info("local repository deleted", project=project.name)
 
-    return hook
+    return on_project_deleted
