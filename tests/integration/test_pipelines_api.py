@@ -17,6 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from rdev.adapters.db.ci_links import SqlCILinkStore
+from rdev.domain.ci_links import CILinkState
+from rdev.ports.ci_links import LinkOutcome
 from tests.conftest import make_token
 from tests.factories import create_project, create_woodpecker_project, register_worker, submit
 from tests.fixtures.fake_woodpecker import FakeWoodpecker, running_fake_woodpecker
@@ -322,7 +324,7 @@ async def test_linker_passes_a_green_pipeline_and_queues_ci_passed(client, conta
 
 
 async def test_linker_gives_up_at_the_deadline(client, container, fake):
-    container.pipelines.link_timeout = 0.6
+    container.ci_linker.link_timeout = 0.6
     p = await ci_project(client, fake)
     task_id = await complete_pushed_build(
         client,
@@ -362,23 +364,23 @@ async def test_linker_retries_ci_errors_until_the_deadline(client, container, fa
 
     for n in range(1, 4):
         await make_link_due(container)
-        assert await container.pipelines.check_due() == 1
+        assert await container.ci_linker.check_due() == 1
         assert lookups() == n  # retried on every pass while the deadline is ahead
         ci = (await client.get(f"/builds/{task_id}")).json()["ci"]
         assert ci["status"] == "searching" and "CI token rejected" in ci["error"]
 
     await make_link_due(container, past_deadline=True)
-    assert await container.pipelines.check_due() == 1
+    assert await container.ci_linker.check_due() == 1
     ci = (await client.get(f"/builds/{task_id}")).json()["ci"]
     assert ci["status"] == "unknown"
     assert "wp-rejected-token-98765" not in str(ci)
     await make_link_due(container)
-    assert await container.pipelines.check_due() == 0  # given up: never checked again
+    assert await container.ci_linker.check_due() == 0  # given up: never checked again
 
 
 async def stop_the_linker(container) -> None:
     """Stop the background CI linker and wait until its loop has ended."""
-    container.pipelines.poll_interval = 3600
+    container.ci_linker.poll_interval = 3600
     container.stop_event.set()
     [linker] = [t for t in container.background if t.get_name() == "rdev-ci-linker"]
     await asyncio.wait_for(linker, 60)
@@ -422,14 +424,9 @@ async def test_a_leased_link_is_not_claimed_twice(client, container, fake):
     assert len(first) == 1 and second == []
     # A linker that lost its lease writes nothing.
     lost = dataclasses.replace(first[0], lease=first[0].lease - timedelta(seconds=1))
-    ok = await a.record(lost, state="done", ci={"status": "x"}, next_check_at=lost.lease, checks=0)
-    assert ok is False
-    assert (
-        await a.record(
-            first[0], state="done", ci={"status": "x"}, next_check_at=first[0].lease, checks=0
-        )
-        is True
-    )
+    done = LinkOutcome(CILinkState.DONE, first[0].ci, first[0].lease, 0)
+    assert await a.record(lost, done) is False
+    assert await a.record(first[0], done) is True
 
 
 # -- the token stays secret --------------------------------------------------------------------

@@ -1,9 +1,17 @@
-"""The CIProvider port: read pipelines of a project's repository."""
+"""The CIProvider port: read pipelines of a project's repository.
+
+Also what a service needs to get one: :class:`ProjectCI` (a project's CI settings, the token
+kept secret until a provider is built) and :class:`CIProviderFactory` (the adapter factory
+bootstrap passes in, so services never import an adapter).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from pydantic import SecretStr
 
 #: Normalized pipeline/step states (the raw provider value is kept beside them).
 CI_STATES = ("pending", "running", "success", "failure", "cancelled", "error", "blocked", "skipped")
@@ -54,7 +62,38 @@ class CISettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ProjectCI:
+    """A project's configured CI: ``settings["ci"]`` plus the write-only ``ci_token``."""
+
+    provider: str
+    server_url: str
+    repo: str
+    token: SecretStr | None = None
+
+    @classmethod
+    def of(
+        cls, settings: Mapping[str, Any] | None, token: SecretStr | str | None
+    ) -> ProjectCI | None:
+        """From a project's settings and token; None when the project has no CI."""
+        ci = (settings or {}).get("ci") or {}
+        provider = ci.get("provider") or "none"
+        if provider == "none":
+            return None
+        secret = token if isinstance(token, SecretStr) or token is None else SecretStr(token)
+        return cls(provider, ci.get("server_url") or "", ci.get("repo") or "", secret)
+
+    def provider_settings(self) -> CISettings:
+        """The adapter's input: the one place the token is revealed."""
+        token = self.token.get_secret_value() if self.token is not None else ""
+        return CISettings(self.provider, self.server_url, self.repo, token)
+
+
 class CIProvider(Protocol):
+    #: The normalized server URL and repository (stored back by the CI settings check).
+    server_url: str
+    repo_full_name: str
+
     async def list_pipelines(
         self,
         page: int = 1,
@@ -69,3 +108,10 @@ class CIProvider(Protocol):
         ...
 
     async def find_pipeline_for_commit(self, sha: str) -> Pipeline | None: ...
+
+
+class CIProviderFactory(Protocol):
+    """Build the provider ``settings`` asks for; ValidationFailed (with ``field``) if the
+    settings are unusable (unknown provider, bad URL, no token)."""
+
+    def __call__(self, settings: CISettings, timeout: float) -> CIProvider: ...

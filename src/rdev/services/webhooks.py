@@ -20,13 +20,19 @@ import contextlib
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 
 from rdev.domain.auth import Principal
 from rdev.domain.errors import ValidationFailed
-from rdev.domain.models import BuildResult, BuildStatus
+from rdev.domain.events import BuildFinished, BuildsClaimed
+from rdev.ports.deliveries import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryState,
+    DeliveryStore,
+    DueDelivery,
+)
 from rdev.ports.webhooks import DeliveryAttemptOutcome, WebhookSender
 
 log = structlog.get_logger(__name__)
@@ -35,10 +41,20 @@ log = structlog.get_logger(__name__)
 RetryDelay = Callable[[int], float]
 #: Extra lease time beyond the sender's own deadline, for the bookkeeping around a send.
 LEASE_MARGIN_SECONDS = 5.0
+#: Metrics name of each settled state ("retry" for a delivery that stays pending).
+_OUTCOME = {
+    DeliveryState.DELIVERED: "delivered",
+    DeliveryState.DEAD: "dead",
+    DeliveryState.PENDING: "retry",
+}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def callback_checker(
-    check_url: Callable[[str], Awaitable[Any]],
+    check_url: Callable[[str], Awaitable[object]],
 ) -> Callable[[str], Awaitable[None]]:
     """BuildService.check_callback from the sender's ``check_url``.
 
@@ -59,19 +75,22 @@ def callback_checker(
 
 class WebhookService:
     """The dispatcher (``run``) and the deliveries use cases (``list_for_build``,
-    ``redeliver``). ``store`` is a SqlDeliveryStore-like object; ``sender`` the WebhookSender
-    port; ``delay`` the retry schedule; ``timeout`` the sender's per-attempt deadline."""
+    ``redeliver``). ``store`` is the DeliveryStore port; ``sender`` the WebhookSender port;
+    ``delay`` the retry schedule; ``timeout`` the sender's per-attempt deadline; ``clock``
+    stamps attempts and retry times (tests pass their own)."""
 
     def __init__(
         self,
         *,
-        store: Any,
+        store: DeliveryStore,
         sender: WebhookSender,
         delay: RetryDelay,
         max_attempts: int,
         timeout: float,
         concurrency: int = 16,
         poll_interval: float = 1.0,
+        on_attempt: Callable[[str], None] | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.store = store
         self.sender = sender
@@ -81,7 +100,8 @@ class WebhookService:
         self.concurrency = max(1, concurrency)
         self.poll_interval = poll_interval
         #: Called with "delivered" | "retry" | "dead" after each attempt (metrics).
-        self.on_attempt: Callable[[str], None] | None = None
+        self.on_attempt = on_attempt
+        self.clock = clock
         self._wake = asyncio.Event()
         self._in_flight: dict[str, tuple[datetime, asyncio.Task[None]]] = {}
 
@@ -90,15 +110,13 @@ class WebhookService:
         """Look for due deliveries now (a build just finished, a redelivery was asked)."""
         self._wake.set()
 
-    async def on_build_complete(
-        self, task_id: str, status: BuildStatus, result: BuildResult
-    ) -> None:
-        """WorkerService completion hook: the outbox row is committed; send it promptly."""
+    async def on_build_complete(self, event: BuildFinished) -> None:
+        """On BuildFinished: the outbox row is committed with the status; send it promptly."""
         self.wake()
 
-    async def on_builds_claimed(self, tasks: list[Any]) -> None:
-        """WorkerService claim hook: ``build.started`` deliveries may have been queued."""
-        if any(getattr(t, "spec", None) is None or t.spec.callback_url for t in tasks):
+    async def on_builds_claimed(self, event: BuildsClaimed) -> None:
+        """On BuildsClaimed: ``build.started`` deliveries may have been queued."""
+        if any(t.spec.callback_url for t in event.tasks):
             self.wake()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -119,10 +137,17 @@ class WebhookService:
         free = self.concurrency - len(self._in_flight)
         claimed = await self.store.claim_due(free, self.timeout + LEASE_MARGIN_SECONDS)
         for d in claimed:
-            task = asyncio.create_task(self._deliver(d), name=f"rdev-webhook-{d['id']}")
-            self._in_flight[d["id"]] = (d["lease"], task)
-            task.add_done_callback(functools.partial(self._finished, d["id"]))
+            task = asyncio.create_task(self._deliver(d), name=f"rdev-webhook-{d.id}")
+            self._in_flight[d.id] = (d.lease, task)
+            task.add_done_callback(functools.partial(self._finished, d.id))
         return len(claimed)
+
+    async def join(self) -> None:
+        """Wait until every send started so far has been settled (tests, shutdown)."""
+        while self._in_flight:
+            await asyncio.gather(
+                *(t for _lease, t in list(self._in_flight.values())), return_exceptions=True
+            )
 
     def _finished(self, delivery_id: str, _task: asyncio.Task[None]) -> None:
         self._in_flight.pop(delivery_id, None)
@@ -149,51 +174,57 @@ class WebhookService:
         with contextlib.suppress(Exception):
             await asyncio.shield(self.store.release(leases))
 
-    async def _deliver(self, d: dict[str, Any]) -> None:
-        at = datetime.now(UTC)
-        outcome = await self._attempt(d)
-        attempts = d["attempts"] + 1
-        next_at: datetime | None = None
+    def next_state(
+        self, outcome: DeliveryAttemptOutcome, attempts: int, now: datetime
+    ) -> tuple[DeliveryState, datetime | None]:
+        """After attempt number ``attempts``: delivered, dead (permanent failure or the last
+        attempt), or pending again at ``now + delay(attempts)``."""
         if outcome.ok:
-            state = "delivered"
-        elif outcome.permanent or attempts >= self.max_attempts:
-            state = "dead"
-        else:
-            state = "pending"
-            next_at = datetime.now(UTC) + timedelta(seconds=self.delay(attempts))
+            return DeliveryState.DELIVERED, None
+        if outcome.permanent or attempts >= self.max_attempts:
+            return DeliveryState.DEAD, None
+        return DeliveryState.PENDING, now + timedelta(seconds=self.delay(attempts))
+
+    async def _deliver(self, d: DueDelivery) -> None:
+        at = self.clock()
+        outcome = await self._attempt(d)
+        attempts = d.attempts + 1
+        state, next_at = self.next_state(outcome, attempts, self.clock())
         if self.on_attempt is not None:
-            self.on_attempt({"delivered": "delivered", "dead": "dead"}.get(state, "retry"))
+            self.on_attempt(_OUTCOME[state])
         try:
             kept = await self.store.settle(
-                d["id"],
-                d["lease"],
-                at=at,
-                status_code=outcome.status_code,
-                error=outcome.error,
-                latency_ms=outcome.latency_ms,
-                response_excerpt=outcome.response_excerpt,
+                d.id,
+                d.lease,
+                DeliveryAttempt(
+                    at=at,
+                    status_code=outcome.status_code,
+                    error=outcome.error,
+                    latency_ms=outcome.latency_ms,
+                    response_excerpt=outcome.response_excerpt,
+                ),
                 state=state,
                 attempts=attempts,
                 next_attempt_at=next_at,
             )
         except Exception:
             # The lease runs out and the delivery is sent again: at least once, never lost.
-            log.exception("could not record a webhook attempt", delivery_id=d["id"])
+            log.exception("could not record a webhook attempt", delivery_id=d.id)
             return
         log.info(
             "webhook attempt",
-            delivery_id=d["id"],
-            task_id=d["task_id"],
-            webhook_event=d["event"],
+            delivery_id=d.id,
+            task_id=d.task_id,
+            webhook_event=d.event,
             attempt=attempts,
             status_code=outcome.status_code,
             error=outcome.error,
             latency_ms=outcome.latency_ms,
-            state=state if kept else "lease lost",
+            state=state.value if kept else "lease lost",
         )
 
-    async def _attempt(self, d: dict[str, Any]) -> DeliveryAttemptOutcome:
-        if not d["secret"]:
+    async def _attempt(self, d: DueDelivery) -> DeliveryAttemptOutcome:
+        if d.secret is None or not d.secret.get_secret_value():
             return DeliveryAttemptOutcome(
                 ok=False,
                 status_code=None,
@@ -207,11 +238,11 @@ class WebhookService:
             # a stuck send.
             async with asyncio.timeout(self.timeout + LEASE_MARGIN_SECONDS / 2):
                 return await self.sender.send(
-                    d["url"], d["id"], d["payload"].encode("utf-8"), d["secret"]
+                    d.url, d.id, d.payload.encode("utf-8"), d.secret.get_secret_value()
                 )
         except Exception as exc:  # noqa: BLE001 - an attempt that broke is a failed attempt
             if not isinstance(exc, TimeoutError):
-                log.exception("webhook sender failed", delivery_id=d["id"])
+                log.exception("webhook sender failed", delivery_id=d.id)
             error = (
                 f"timeout after {self.timeout:g}s"
                 if isinstance(exc, TimeoutError)
@@ -226,18 +257,18 @@ class WebhookService:
             )
 
     # -- the deliveries API ---------------------------------------------------------
-    async def list_for_build(self, principal: Principal, task_id: str) -> list[dict[str, Any]]:
+    async def list_for_build(self, principal: Principal, task_id: str) -> list[Delivery]:
         """A build's deliveries with their attempts; needs builds:read and the project."""
         principal.require("builds:read", "builds:write")
         build, deliveries = await self.store.for_build(task_id)
-        principal.require_project(build["project_id"], build["project_name"])
+        principal.require_project(build.project_id, build.project_name)
         return deliveries
 
-    async def redeliver(self, principal: Principal, delivery_id: str) -> dict[str, Any]:
+    async def redeliver(self, principal: Principal, delivery_id: str) -> Delivery:
         """Send a delivery again: a new attempt cycle under the same id, due now."""
         principal.require("builds:write")
         delivery = await self.store.get(delivery_id)
-        principal.require_project(delivery["project_id"], delivery["project_name"])
+        principal.require_project(delivery.project_id, delivery.project_name)
         await self.store.redeliver(delivery_id)
         self.wake()
         return await self.store.get(delivery_id)

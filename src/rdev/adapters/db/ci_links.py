@@ -13,63 +13,32 @@ that lost its lease (it was slower than ``lease_seconds``) changes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import insert, or_, select, update
 
+from rdev.domain.ci_links import OPEN_LINK_STATES, CILinkState, CIProgress, link_state
+from rdev.ports.ci import ProjectCI
+from rdev.ports.ci_links import LinkCandidate, LinkOutcome, LinkWork
+
 from .engine import Database
 from .outbox import enqueue
-from .rows import utcnow
+from .stamps import utcnow
 from .tables import builds, ci_links, projects
 
-#: Link states that the linker still works on.
-OPEN_STATES = ("searching", "following")
-
-
-@dataclass
-class LinkContext:
-    """What the completion hook needs to decide whether to follow a build in CI."""
-
-    build_id: int
-    task_id: str
-    branch: str
-    agent_info: dict[str, Any]
-    project_settings: dict[str, Any]
-
-
-@dataclass
-class LinkWork:
-    """One leased link: the link row, the build's current ``ci`` and the project's CI."""
-
-    build_id: int
-    task_id: str
-    commit_sha: str
-    state: str
-    checks: int
-    deadline_at: datetime
-    lease: datetime
-    ci: dict[str, Any]
-    project_settings: dict[str, Any]
-    #: Kept out of repr: tracebacks that show locals must not show the token.
-    ci_token: str | None = field(repr=False)
+#: Link states that the linker still works on (stored values).
+OPEN_STATES = tuple(sorted(s.value for s in OPEN_LINK_STATES))
 
 
 class SqlCILinkStore:
+    """The CILinkStore port on SQLite and PostgreSQL."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def context(self, task_id: str) -> LinkContext | None:
+    async def candidate(self, task_id: str) -> LinkCandidate | None:
         stmt = (
-            select(
-                builds.c.id,
-                builds.c.task_id,
-                builds.c.spec,
-                builds.c.agent_info,
-                projects.c.settings,
-                projects.c.default_branch,
-            )
+            select(builds.c.id, builds.c.task_id, builds.c.agent_info, projects.c.settings)
             .select_from(builds.join(projects))
             .where(builds.c.task_id == task_id)
         )
@@ -77,16 +46,16 @@ class SqlCILinkStore:
             row = (await conn.execute(stmt)).mappings().first()
         if row is None:
             return None
-        return LinkContext(
+        ci = (row["settings"] or {}).get("ci") or {}
+        return LinkCandidate(
             build_id=row["id"],
             task_id=row["task_id"],
-            branch=(row["spec"] or {}).get("branch") or row["default_branch"],
-            agent_info=row["agent_info"] or {},
-            project_settings=row["settings"] or {},
+            pushed=bool((row["agent_info"] or {}).get("pushed")),
+            ci_provider=str(ci.get("provider") or "none"),
         )
 
     async def start(
-        self, build_id: int, commit_sha: str, *, ci: dict[str, Any], deadline_at: datetime
+        self, build_id: int, commit_sha: str, *, ci: CIProgress, deadline_at: datetime
     ) -> bool:
         """Insert the link (first check due now) and the build's initial ``ci``.
         False if the build is linked already (a repeated completion hook)."""
@@ -100,14 +69,16 @@ class SqlCILinkStore:
                 insert(ci_links).values(
                     build_id=build_id,
                     commit_sha=commit_sha,
-                    state="searching",
+                    state=CILinkState.SEARCHING.value,
                     next_check_at=now,
                     deadline_at=deadline_at,
                     locked_until=None,
                     checks=0,
                 )
             )
-            await conn.execute(update(builds).where(builds.c.id == build_id).values(ci=ci))
+            await conn.execute(
+                update(builds).where(builds.c.id == build_id).values(ci=ci.to_json())
+            )
         return True
 
     async def claim_due(self, *, lease_seconds: float, limit: int = 20) -> list[LinkWork]:
@@ -121,7 +92,7 @@ class SqlCILinkStore:
                 ci_links.c.next_check_at <= now,
                 or_(ci_links.c.locked_until.is_(None), ci_links.c.locked_until < now),
             )
-            .order_by(ci_links.c.next_check_at)
+            .order_by(ci_links.c.next_check_at, ci_links.c.build_id)
             .limit(limit)
         )
         async with self.db.write() as conn:
@@ -143,6 +114,7 @@ class SqlCILinkStore:
                         )
                         .select_from(ci_links.join(builds).join(projects))
                         .where(ci_links.c.build_id.in_(ids))
+                        .order_by(ci_links.c.next_check_at, ci_links.c.build_id)
                     )
                 )
                 .mappings()
@@ -153,46 +125,43 @@ class SqlCILinkStore:
                 build_id=r["build_id"],
                 task_id=r["task_id"],
                 commit_sha=r["commit_sha"],
-                state=r["state"],
+                state=link_state(r["state"]),
                 checks=r["checks"] or 0,
                 deadline_at=r["deadline_at"],
                 lease=lease,
-                ci=dict(r["ci"] or {}),
-                project_settings=r["settings"] or {},
-                ci_token=r["ci_token"],
+                ci=CIProgress.from_json(r["ci"], commit_sha=r["commit_sha"]),
+                project_ci=ProjectCI.of(r["settings"], r["ci_token"]),
             )
             for r in rows
         ]
 
-    async def record(
-        self,
-        work: LinkWork,
-        *,
-        state: str,
-        ci: dict[str, Any],
-        next_check_at: datetime,
-        checks: int,
-        event: str | None = None,
-    ) -> bool:
-        """Store one check's outcome and release the lease; ``event`` (at the end) is queued
-        in the same transaction. False (nothing written) when the lease was lost."""
+    async def record(self, work: LinkWork, outcome: LinkOutcome) -> bool:
+        """Store one check's outcome and release the lease; the outcome's event (at the end)
+        is queued in the same transaction. False (nothing written) when the lease was lost."""
         async with self.db.write() as conn:
             res = await conn.execute(
                 update(ci_links)
                 .where(ci_links.c.build_id == work.build_id, ci_links.c.locked_until == work.lease)
-                .values(state=state, next_check_at=next_check_at, checks=checks, locked_until=None)
+                .values(
+                    state=outcome.state.value,
+                    next_check_at=outcome.next_check_at,
+                    checks=outcome.checks,
+                    locked_until=None,
+                )
             )
             if res.rowcount != 1:
                 return False
-            await conn.execute(update(builds).where(builds.c.id == work.build_id).values(ci=ci))
-            if event:
-                await enqueue(conn, work.build_id, event)
+            await conn.execute(
+                update(builds).where(builds.c.id == work.build_id).values(ci=outcome.ci.to_json())
+            )
+            if outcome.event:
+                await enqueue(conn, work.build_id, outcome.event)
         return True
 
     async def next_due(self) -> datetime | None:
         """When the earliest open link is due (the loop sleeps until then)."""
         async with self.db.read() as conn:
-            return (  # type: ignore[no-any-return]
+            due: datetime | None = (
                 await conn.execute(
                     select(ci_links.c.next_check_at)
                     .where(ci_links.c.state.in_(OPEN_STATES))
@@ -200,3 +169,4 @@ class SqlCILinkStore:
                     .limit(1)
                 )
             ).scalar()
+        return due

@@ -12,15 +12,26 @@ whose lease ran out can record what happened but never overwrite a newer claim's
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from pydantic import SecretStr
+from sqlalchemy import Select, insert, or_, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rdev.domain.errors import Conflict, NotFound
+from rdev.ports.deliveries import (
+    BuildOwner,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryState,
+    DueDelivery,
+)
 
 from .engine import Database
-from .rows import utcnow
+from .stamps import utcnow
 from .tables import builds, projects, webhook_attempts, webhook_deliveries
 
 D = webhook_deliveries
@@ -44,7 +55,7 @@ _DELIVERY_COLUMNS = [
 ]
 
 
-def _with_build(*columns: Any):  # type: ignore[no-untyped-def]
+def _with_build(*columns: Any) -> Select[Any]:
     return select(*columns).select_from(
         D.join(builds, builds.c.id == D.c.build_id).join(
             projects, projects.c.id == builds.c.project_id
@@ -52,28 +63,57 @@ def _with_build(*columns: Any):  # type: ignore[no-untyped-def]
     )
 
 
+def _attempt(r: RowMapping) -> DeliveryAttempt:
+    return DeliveryAttempt(
+        at=r["at"],
+        status_code=r["status_code"],
+        error=r["error"],
+        latency_ms=r["latency_ms"],
+        response_excerpt=r["response_excerpt"],
+    )
+
+
+def _delivery(r: RowMapping, attempts: Sequence[DeliveryAttempt]) -> Delivery:
+    return Delivery(
+        id=r["id"],
+        build_id=r["build_id"],
+        task_id=r["task_id"],
+        project_id=r["project_id"],
+        project_name=r["project_name"],
+        event=r["event"],
+        url=r["url"],
+        state=DeliveryState(r["state"]),
+        attempts=r["attempts"],
+        next_attempt_at=r["next_attempt_at"],
+        locked_until=r["locked_until"],
+        last_error=r["last_error"],
+        created_at=r["created_at"],
+        delivered_at=r["delivered_at"],
+        attempt_log=tuple(attempts),
+    )
+
+
 class SqlDeliveryStore:
+    """The DeliveryStore port on SQLite and PostgreSQL."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def claim_due(self, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
-        """Take up to ``limit`` due, unleased pending deliveries under a lease.
-
-        Returns dicts with id, url, payload, attempts, event, task_id, secret (the project's
-        webhook secret, may be None) and ``lease`` (the token for ``settle``).
-        """
+    async def claim_due(self, limit: int, lease_seconds: float) -> list[DueDelivery]:
+        """Take up to ``limit`` due, unleased pending deliveries under a lease."""
         if limit <= 0:
             return []
         now = utcnow()
         lease = now + timedelta(seconds=lease_seconds)
+        order = (D.c.next_attempt_at, D.c.id)
         stmt = (
             select(D.c.id)
             .where(
-                D.c.state == "pending",
+                D.c.state == DeliveryState.PENDING.value,
                 D.c.next_attempt_at <= now,
                 or_(D.c.locked_until.is_(None), D.c.locked_until <= now),
             )
-            .order_by(D.c.next_attempt_at, D.c.id)
+            .order_by(*order)
             .limit(limit)
         )
         async with self.db.write() as conn:
@@ -92,25 +132,35 @@ class SqlDeliveryStore:
                             D.c.event,
                             builds.c.task_id,
                             projects.c.webhook_secret.label("secret"),
-                        ).where(D.c.id.in_(ids))
+                        )
+                        .where(D.c.id.in_(ids))
+                        .order_by(*order)
                     )
                 )
                 .mappings()
                 .all()
             )
-        return [{**r, "lease": lease} for r in rows]
+        return [
+            DueDelivery(
+                id=r["id"],
+                task_id=r["task_id"],
+                event=r["event"],
+                url=r["url"],
+                payload=r["payload"],
+                attempts=r["attempts"],
+                secret=SecretStr(r["secret"]) if r["secret"] else None,
+                lease=lease,
+            )
+            for r in rows
+        ]
 
     async def settle(
         self,
         delivery_id: str,
         lease: datetime,
+        attempt: DeliveryAttempt,
         *,
-        at: datetime,
-        status_code: int | None,
-        error: str | None,
-        latency_ms: int,
-        response_excerpt: str | None,
-        state: str,
+        state: DeliveryState,
         attempts: int,
         next_attempt_at: datetime | None,
     ) -> bool:
@@ -120,34 +170,38 @@ class SqlDeliveryStore:
         lease was lost (the delivery was re-claimed or redelivered meanwhile).
         """
         values: dict[str, Any] = {
-            "state": state,
+            "state": state.value,
             "attempts": attempts,
             "locked_until": None,
-            "last_error": error,
+            "last_error": attempt.error,
         }
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
-        if state == "delivered":
-            values["delivered_at"] = at
+        if state == DeliveryState.DELIVERED:
+            values["delivered_at"] = attempt.at
         async with self.db.write() as conn:
             await conn.execute(
                 insert(webhook_attempts).values(
                     delivery_id=delivery_id,
-                    at=at,
-                    status_code=status_code,
-                    error=error,
-                    latency_ms=latency_ms,
-                    response_excerpt=response_excerpt,
+                    at=attempt.at,
+                    status_code=attempt.status_code,
+                    error=attempt.error,
+                    latency_ms=attempt.latency_ms,
+                    response_excerpt=attempt.response_excerpt,
                 )
             )
             res = await conn.execute(
                 update(D)
-                .where(D.c.id == delivery_id, D.c.state == "pending", D.c.locked_until == lease)
+                .where(
+                    D.c.id == delivery_id,
+                    D.c.state == DeliveryState.PENDING.value,
+                    D.c.locked_until == lease,
+                )
                 .values(**values)
             )
-        return res.rowcount == 1
+        return bool(res.rowcount == 1)
 
-    async def release(self, leases: dict[str, datetime]) -> None:
+    async def release(self, leases: Mapping[str, datetime]) -> None:
         """Give up leases without an attempt (shutdown): the rows are due again at once."""
         if not leases:
             return
@@ -159,9 +213,8 @@ class SqlDeliveryStore:
                     .values(locked_until=None)
                 )
 
-    async def for_build(self, task_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """(the build's task_id/project_id/project_name, its deliveries oldest first, each with
-        ``attempt_log``: every recorded attempt, oldest first)."""
+    async def for_build(self, task_id: str) -> tuple[BuildOwner, list[Delivery]]:
+        """The build, and its deliveries oldest first, each with every recorded attempt."""
         async with self.db.read() as conn:
             build = (
                 (
@@ -192,11 +245,11 @@ class SqlDeliveryStore:
                 .mappings()
                 .all()
             )
-            deliveries = [dict(r) for r in rows]
-            await self._attach_attempts(conn, deliveries)
-        return dict(build), deliveries
+            log = await self._attempts(conn, [r["id"] for r in rows])
+        owner = BuildOwner(build["task_id"], build["project_id"], build["project_name"])
+        return owner, [_delivery(r, log.get(r["id"], [])) for r in rows]
 
-    async def get(self, delivery_id: str) -> dict[str, Any]:
+    async def get(self, delivery_id: str) -> Delivery:
         async with self.db.read() as conn:
             row = (
                 (await conn.execute(_with_build(*_DELIVERY_COLUMNS).where(D.c.id == delivery_id)))
@@ -205,21 +258,21 @@ class SqlDeliveryStore:
             )
             if row is None:
                 raise NotFound(f"no delivery {delivery_id!r}")
-            delivery = dict(row)
-            await self._attach_attempts(conn, [delivery])
-        return delivery
+            log = await self._attempts(conn, [delivery_id])
+        return _delivery(row, log.get(delivery_id, []))
 
-    async def _attach_attempts(self, conn: Any, deliveries: list[dict[str, Any]]) -> None:
-        by_id = {d["id"]: d for d in deliveries}
-        for d in deliveries:
-            d["attempt_log"] = []
-        if not by_id:
-            return
+    async def _attempts(
+        self, conn: AsyncConnection, delivery_ids: list[str]
+    ) -> dict[str, list[DeliveryAttempt]]:
+        """Every recorded attempt of these deliveries, oldest first, by delivery id."""
+        out: dict[str, list[DeliveryAttempt]] = {}
+        if not delivery_ids:
+            return out
         rows = (
             (
                 await conn.execute(
                     select(webhook_attempts)
-                    .where(webhook_attempts.c.delivery_id.in_(list(by_id)))
+                    .where(webhook_attempts.c.delivery_id.in_(delivery_ids))
                     .order_by(webhook_attempts.c.id)
                 )
             )
@@ -227,7 +280,8 @@ class SqlDeliveryStore:
             .all()
         )
         for r in rows:
-            by_id[r["delivery_id"]]["attempt_log"].append(dict(r))
+            out.setdefault(r["delivery_id"], []).append(_attempt(r))
+        return out
 
     async def redeliver(self, delivery_id: str) -> None:
         """Start a new attempt cycle for the same delivery (same id, same body), due now.
@@ -249,13 +303,14 @@ class SqlDeliveryStore:
             )
             if row is None:
                 raise NotFound(f"no delivery {delivery_id!r}")
-            if row["state"] == "pending" and row["locked_until"] and row["locked_until"] > now:
+            held = row["locked_until"] is not None and row["locked_until"] > now
+            if row["state"] == DeliveryState.PENDING.value and held:
                 raise Conflict("an attempt of this delivery is in flight; try again shortly")
             await conn.execute(
                 update(D)
                 .where(D.c.id == delivery_id)
                 .values(
-                    state="pending",
+                    state=DeliveryState.PENDING.value,
                     attempts=0,
                     next_attempt_at=now,
                     locked_until=None,

@@ -6,17 +6,22 @@ rolls back with the status itself, a crash can never lose a callback or invent o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rdev.adapters.webhooks.payload import EVENT_FOR_FINAL_STATUS, event_body, new_message_id
 from rdev.domain.models import DEFAULT_WEBHOOK_EVENTS, BuildStatus
 
-from .rows import build_from_row, build_select, utcnow
+from .build_rows import build_from_row, build_select
+from .stamps import utcnow
 from .tables import builds, webhook_deliveries
 
 
-def wanted(spec: dict, event: str) -> bool:  # type: ignore[type-arg]
+def wanted(spec: Mapping[str, Any], event: str) -> bool:
+    """Whether the build's spec asks for ``event`` (its ``events``, else the defaults)."""
     events = spec.get("events")
     return event in (events if events is not None else DEFAULT_WEBHOOK_EVENTS)
 
@@ -47,8 +52,9 @@ async def enqueue(conn: AsyncConnection, build_id: int, event: str) -> str | Non
 
 
 async def enqueue_for_status(
-    conn: AsyncConnection, build_id: int, to: BuildStatus, spec: dict
-) -> None:  # type: ignore[type-arg]
+    conn: AsyncConnection, build_id: int, to: BuildStatus, spec: Mapping[str, Any]
+) -> None:
+    """Queue the event a status change announces (a final status, or ``running``)."""
     if not spec.get("callback_url"):
         return
     if to in EVENT_FOR_FINAL_STATUS:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from rdev.api.deps import ContainerDep, PrincipalDep
+from rdev.domain.errors import Conflict
+from rdev.ports.deliveries import Delivery, DeliveryState
+from rdev.services.webhooks import WebhookService
+
+if TYPE_CHECKING:
+    from rdev.bootstrap import Container
 
 router = APIRouter(tags=["webhooks"])
 
@@ -45,24 +52,30 @@ class DeliveryList(BaseModel):
     items: list[DeliveryOut]
 
 
-def delivery_out(d: dict[str, Any]) -> DeliveryOut:
-    pending = d["state"] == "pending"
+def _webhooks(c: Container) -> WebhookService:
+    if c.webhooks is None:
+        raise Conflict("build callbacks are not enabled on this server")
+    return c.webhooks
+
+
+def delivery_out(d: Delivery) -> DeliveryOut:
+    pending = d.state == DeliveryState.PENDING
     return DeliveryOut(
-        id=d["id"],
-        task_id=d["task_id"],
-        event=d["event"],
-        url=d["url"],
-        state=d["state"],
-        reason=None if d["state"] == "delivered" else d["last_error"],
-        attempt_count=d["attempts"],
-        next_attempt_at=d["next_attempt_at"] if pending else None,
-        in_flight=pending and d["locked_until"] is not None,
-        created_at=d["created_at"],
-        delivered_at=d["delivered_at"],
-        attempts=[AttemptOut(**a) for a in d["attempt_log"]],
+        id=d.id,
+        task_id=d.task_id,
+        event=d.event,
+        url=d.url,
+        state=d.state.value,
+        reason=None if d.state == DeliveryState.DELIVERED else d.last_error,
+        attempt_count=d.attempts,
+        next_attempt_at=d.next_attempt_at if pending else None,
+        in_flight=pending and d.locked_until is not None,
+        created_at=d.created_at,
+        delivered_at=d.delivered_at,
+        attempts=[AttemptOut.model_validate(asdict(a)) for a in d.attempt_log],
         links={
-            "build": f"/builds/{d['task_id']}",
-            "redeliver": f"/deliveries/{d['id']}/redeliver",
+            "build": f"/builds/{d.task_id}",
+            "redeliver": f"/deliveries/{d.id}/redeliver",
         },
     )
 
@@ -73,7 +86,7 @@ async def list_deliveries(task_id: str, c: ContainerDep, p: PrincipalDep) -> Del
     status code, the error, the latency and the start of the answer. ``state`` is
     ``pending`` (will be tried again at ``next_attempt_at``), ``delivered`` or ``dead``
     (gave up: 410 Gone, a refused address, or all attempts failed; ``reason`` says which)."""
-    items = await c.webhooks.list_for_build(p, task_id)
+    items = await _webhooks(c).list_for_build(p, task_id)
     return DeliveryList(task_id=task_id, items=[delivery_out(d) for d in items])
 
 
@@ -83,4 +96,4 @@ async def redeliver(delivery_id: str, c: ContainerDep, p: PrincipalDep) -> Deliv
     attempts) for the SAME delivery, so the same ``webhook-id`` and body; receivers that
     de-duplicate on ``webhook-id`` will treat it as already seen. 409 while an attempt is
     in flight."""
-    return delivery_out(await c.webhooks.redeliver(p, delivery_id))
+    return delivery_out(await _webhooks(c).redeliver(p, delivery_id))

@@ -1,0 +1,1 @@
+"""Contract tests: one suite per storage port, run against the fake, SQLite and PostgreSQL."""
