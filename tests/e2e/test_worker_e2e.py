@@ -289,8 +289,13 @@ async def wait_for_log(proc: Any, text: str, more_than: int = 0, timeout: float 
 @pytest.mark.server_env(RDEV_LEASE_SECONDS="600")
 async def test_worker_rides_out_a_server_restart_mid_build(rdev_server, git_server, tmp_path):
     started, release = tmp_path / "started", tmp_path / "release"
-    # The agent runs until the test lets it end: the server surely dies mid-run.
-    agent = f"touch {started}; while [ ! -e {release} ]; do sleep 0.1; done; echo after > a.txt"
+    # The agent runs until the test lets it end: the server surely dies mid-run. It prints
+    # while it waits, so the worker keeps shipping log lines and finds the server gone (a
+    # 600 s lease means a heartbeat only every 150 s).
+    agent = (
+        f"touch {started}; while [ ! -e {release} ]; do echo waiting; sleep 0.2; done;"
+        " echo after > a.txt"
+    )
     async with rdev_server.client() as api:
         project = await _project(api, git_server)
         token = await rdev_server.token(["workers:run"])
