@@ -12,11 +12,11 @@ from rdev.domain.models import BuildResult, BuildSpec
 from tests.conftest import ADMIN_TOKEN
 
 
-async def _project(container) -> dict:
+async def _project_id(container) -> str:
     p = await container.projects.store.create(
         name="q", repo_url="file:///x", default_branch="main", git_credential=None
     )
-    return await container.projects.store.get_row(p.id)
+    return str(p.id)
 
 
 async def _submit_many(container, project_id: str, n: int) -> list[str]:
@@ -39,8 +39,8 @@ async def _submit_many(container, project_id: str, n: int) -> list[str]:
 
 
 async def test_fifty_concurrent_claimers_take_every_task_exactly_once(container):
-    project = await _project(container)
-    ids = await _submit_many(container, project["id"], 500)
+    project_id = await _project_id(container)
+    ids = await _submit_many(container, project_id, 500)
     queue = container.queue
     claimed: list[str] = []
 
@@ -70,9 +70,9 @@ async def test_fifty_concurrent_claimers_take_every_task_exactly_once(container)
 
 
 async def test_claim_matches_agent_and_labels(container):
-    project = await _project(container)
+    project_id = await _project_id(container)
     b, _ = await container.builds.builds.submit(
-        project_id=project["id"],
+        project_id=project_id,
         spec=BuildSpec(prompt="x", agent="opencode", labels=["gpu"]),
         agent="opencode",
         labels=["gpu"],
@@ -120,8 +120,8 @@ async def test_claim_matches_agent_and_labels(container):
 async def test_restart_keeps_pending_builds_claimable(settings):
     first = build_container(settings)
     await first.start()
-    project = await _project(first)
-    ids = await _submit_many(first, project["id"], 5)
+    project_id = await _project_id(first)
+    ids = await _submit_many(first, project_id, 5)
     await first.stop()
 
     second = build_container(settings)  # a new "process" on the same database
@@ -173,8 +173,8 @@ async def test_waiting_claim_wakes_on_submit_without_polling_delay(client, conta
 
 
 async def test_result_of_complete_is_stored(container):
-    project = await _project(container)
-    [tid] = await _submit_many(container, project["id"], 1)
+    project_id = await _project_id(container)
+    [tid] = await _submit_many(container, project_id, 1)
     [t] = await container.queue.claim(
         worker_id="w", worker_name="w", agents=["command"], labels=[], max_tasks=1, lease_seconds=60
     )
@@ -196,8 +196,8 @@ async def test_a_mixed_batch_of_results_answers_each_item_on_its_own(container):
     from rdev.domain.errors import NotFound, StaleLease
     from rdev.ports.queue import Completion
 
-    project = await _project(container)
-    ids = await _submit_many(container, project["id"], 5)
+    project_id = await _project_id(container)
+    ids = await _submit_many(container, project_id, 5)
     tasks = await container.queue.claim(
         worker_id="w", worker_name="w", agents=["command"], labels=[], max_tasks=5, lease_seconds=60
     )

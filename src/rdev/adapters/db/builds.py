@@ -3,44 +3,21 @@
 from __future__ import annotations
 
 import builtins
-import json
-from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from rdev.domain.errors import NotFound
 from rdev.domain.models import Build, BuildEvent, BuildSpec, BuildStatus
 from rdev.ports.builds import LogChunk
 
-from .engine import Database, PgStatement
+from .build_rows import build_from_row, build_select
+from .dialects import QUEUED, NewBuild
+from .engine import Database
 from .notify import WorkNotifier, wake_payload
-from .rows import build_from_row, build_select, new_id, transition, utcnow
+from .stamps import new_id, utcnow
 from .tables import build_events, build_logs, builds, work_tasks
-
-#: The submit as one statement (PostgreSQL): the same rows as the portable path.
-_PG_SUBMIT = PgStatement(
-    """
-WITH b AS (
-    INSERT INTO builds (task_id, project_id, status, spec, attempts, max_attempts, retries,
-                        cancel_requested, rendered_prompt, template_name, template_version,
-                        agent_info, idempotency_key, created_by, created_at)
-    VALUES (:task_id, :project_id, :status, CAST(:spec AS json), :attempts, :max_attempts,
-            :retries, :cancel_requested, :rendered_prompt, :template_name, :template_version,
-            CAST(:agent_info AS json), :idempotency_key, :created_by, :created_at)
-    RETURNING id
-), t AS (
-    INSERT INTO work_tasks (build_id, task_id, state, agent, labels, labels_key, available_at)
-    SELECT id, :t_task_id, :t_state, :t_agent, CAST(:t_labels AS json), :t_labels_key,
-           :t_available_at
-    FROM b
-), e AS (
-    INSERT INTO build_events (build_id, from_status, to_status, at, actor, reason)
-    SELECT id, :e_from_status, :e_to_status, :e_at, :e_actor, :e_reason FROM b
-)
-SELECT id, pg_notify(:channel, :wake) FROM b
-"""
-)
+from .transitions import transition
 
 
 class SqlBuildStore:
@@ -91,7 +68,7 @@ class SqlBuildStore:
         }
         task = {
             "task_id": task_id,
-            "state": "queued",
+            "state": QUEUED,
             "agent": agent,
             "labels": labels,
             "labels_key": ",".join(labels),
@@ -104,15 +81,11 @@ class SqlBuildStore:
             "actor": actor,
             "reason": "submitted",
         }
+        new = NewBuild(
+            build=row, task=task, event=event, wake=wake_payload(agent, ",".join(labels))
+        )
         try:
-            if self.db.is_postgres:
-                await self._submit_in_one_statement(row, task, event)
-            else:
-                async with self.db.write() as conn:
-                    res = await conn.execute(insert(builds).values(**row))
-                    build_id = res.inserted_primary_key[0]  # type: ignore[index]
-                    await conn.execute(insert(work_tasks).values(build_id=build_id, **task))
-                    await conn.execute(insert(build_events).values(build_id=build_id, **event))
+            await self.db.dialect.submit(self.db, new)
         except IntegrityError:
             if idempotency_key:
                 existing = await self.by_idempotency_key(project_id, idempotency_key)
@@ -133,27 +106,6 @@ class SqlBuildStore:
             agent_info={"agent": agent},
             created_at=now,
         ), True
-
-    async def _submit_in_one_statement(
-        self, row: dict[str, Any], task: dict[str, Any], event: dict[str, Any]
-    ) -> None:
-        """PostgreSQL: build, work task, first event and the wake-up NOTIFY as ONE statement.
-
-        A statement is atomic by itself, so it runs in autocommit: one round trip for the
-        whole submit. The NOTIFY is delivered when it commits.
-        """
-        params = {
-            **row,
-            "spec": json.dumps(row["spec"]),
-            "agent_info": json.dumps(row["agent_info"]),
-            **{f"t_{k}": v for k, v in task.items()},
-            "t_labels": json.dumps(task["labels"]),
-            **{f"e_{k}": v for k, v in event.items()},
-            "channel": self.db.dialect.notify_channel,
-            "wake": wake_payload(task["agent"], task["labels_key"]),
-        }
-        async with self.db.write_one() as conn:
-            await self.db.driver_execute(conn, _PG_SUBMIT, params)
 
     async def by_idempotency_key(self, project_id: str, key: str) -> Build | None:
         async with self.db.read() as conn:
@@ -186,7 +138,7 @@ class SqlBuildStore:
             return (
                 await conn.execute(
                     select(work_tasks.c.agent).where(
-                        work_tasks.c.task_id == task_id, work_tasks.c.state == "queued"
+                        work_tasks.c.task_id == task_id, work_tasks.c.state == QUEUED
                     )
                 )
             ).scalar()

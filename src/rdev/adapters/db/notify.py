@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterable
 import structlog
 from sqlalchemy import func, select
 
+from .dialects import QUEUED
 from .engine import Database
-from .rows import utcnow
+from .stamps import utcnow
 from .tables import work_tasks
 
 log = structlog.get_logger(__name__)
@@ -54,9 +55,11 @@ class WorkNotifier:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._waiters: dict[Waiter, None] = {}  # insertion order: longest waiting first
-        self._listener: asyncio.Task[None] | None = None
         self._rechecker: asyncio.Task[None] | None = None
         self._stopping = False
+        # Other replicas' submits and requeues arrive here; after a reconnect anything
+        # may have been missed, so every waiter looks.
+        db.dialect.listener.subscribe("work", self._on_notify, self.wake)
 
     def waiter(self, agents: Iterable[str], labels: Iterable[str]) -> Waiter:
         w = Waiter(agents, labels)
@@ -94,22 +97,20 @@ class WorkNotifier:
             w.event.set()
 
     async def start(self) -> None:
+        """Start the periodic re-check, and the replica's listening connection (returns
+        once it listens, or after its first failed attempt)."""
         if self._rechecker is None:
             self._rechecker = asyncio.create_task(self._recheck(), name="rdev-claim-recheck")
-        if self._db.is_postgres and self._listener is None:
-            ready = asyncio.Event()
-            self._listener = asyncio.create_task(self._listen(ready), name="rdev-listen")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ready.wait(), 10)
+        await self._db.dialect.listener.start()
 
     async def stop(self) -> None:
+        """Stop the re-check (the listening connection closes with the database)."""
         self._stopping = True
-        for task in (self._listener, self._rechecker):
-            if task:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        self._listener = self._rechecker = None
+        if self._rechecker:
+            self._rechecker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._rechecker
+        self._rechecker = None
 
     async def _recheck(self) -> None:
         while not self._stopping:
@@ -129,7 +130,7 @@ class WorkNotifier:
         """(agent, labels, how many) of builds claimable now, looking at 1,000 at most."""
         head = (
             select(work_tasks.c.agent, work_tasks.c.labels_key)
-            .where(work_tasks.c.state == "queued", work_tasks.c.available_at <= utcnow())
+            .where(work_tasks.c.state == QUEUED, work_tasks.c.available_at <= utcnow())
             .limit(1000)
             .subquery()
         )
@@ -146,32 +147,6 @@ class WorkNotifier:
             self.wake_for(agent, labels.split(",") if labels else [])
         else:
             self.wake()
-
-    async def _listen(self, ready: asyncio.Event) -> None:
-        """Hold one dedicated autocommit connection with LISTEN; reconnect on failure."""
-        import psycopg
-
-        channel = self._db.dialect.notify_channel
-        delay = 0.5
-        while not self._stopping:
-            try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self._db.psycopg_conninfo(), autocommit=True
-                )
-                async with conn:
-                    await conn.execute(f'LISTEN "{channel}"')
-                    ready.set()
-                    self.wake()  # anything sent while we were away
-                    delay = 0.5
-                    async for note in conn.notifies():
-                        self._on_notify(note.payload)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - keep listening whatever happened
-                log.warning("listen connection lost", error=str(exc))
-                ready.set()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
 
 
 def wake_payload(agent: str, labels_key: str) -> str:
