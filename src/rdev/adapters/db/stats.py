@@ -11,8 +11,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from rdev.domain.models import BuildStatus
+
 from .engine import Database
-from .rows import utcnow
+from .stamps import utcnow
 from .tables import build_events, builds, webhook_deliveries, workers
 
 
@@ -66,7 +68,10 @@ class SqlStats:
                 await conn.execute(
                     select(builds.c.task_id, func.max(build_events.c.at))
                     .select_from(build_events.join(builds))
-                    .where(builds.c.task_id.in_(task_ids), build_events.c.to_status == "pending")
+                    .where(
+                        builds.c.task_id.in_(task_ids),
+                        build_events.c.to_status == BuildStatus.PENDING.value,
+                    )
                     .group_by(builds.c.task_id)
                 )
             ).all()

@@ -13,7 +13,7 @@ from rdev.domain.models import WorkerInfo
 from rdev.ports.workers import WorkerRecord
 
 from .engine import Database
-from .rows import new_id, utcnow
+from .stamps import new_id, utcnow
 from .tables import workers
 
 
