@@ -21,7 +21,7 @@ from rdev.domain.hostnames import AliasRecord, AliasState
 from rdev.ports.hostnames import AlreadyThere, LimitReached, Reservation, Reserved
 
 from .engine import Database
-from .rows import utcnow
+from .stamps import utcnow
 from .tables import domains, projects
 
 _COLUMNS = [*domains.c, projects.c.name.label("project_name")]

@@ -13,6 +13,7 @@ from rdev.domain.errors import Conflict
 from rdev.domain.models import BuildStatus
 from rdev.domain.state_machine import check_transition
 
+from .outbox import enqueue_for_status
 from .stamps import utcnow
 from .tables import build_events, builds
 
@@ -55,6 +56,4 @@ async def transition(
             reason=reason,
         )
     )
-    from .outbox import enqueue_for_status  # local: outbox -> rows -> here
-
     await enqueue_for_status(conn, build_row["id"], to, build_row["spec"] or {})
