@@ -32,7 +32,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
 
@@ -432,18 +432,3 @@ class HostnameService:
     def _is_stale(self, alias: AliasRecord) -> bool:
         return _aware(alias.created_at) < self._stale_before()
 
-
-class AliasReleasingProjectStore:
-    """Interim (goes once ProjectService publishes ProjectDeleted with the aliases)."""
-
-    def __init__(self, inner: Any, hostnames: HostnameService) -> None:
-        self._inner = inner
-        self._hostnames = hostnames
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def delete(self, project_id: str) -> None:
-        aliases = await self._hostnames.aliases_of(project_id)
-        await self._inner.delete(project_id)
-        await self._hostnames.release_dns(aliases)
