@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rdev.adapters.dns import NoDNS, Rfc2136DNS, build_dns_provider
+from rdev.adapters.dns import NoDNS, Rfc2136DNS
+from rdev.bootstrap import dns_provider
 from rdev.config import Settings
 from rdev.ports.dns import DNSConflict, DNSError
 from tests.fixtures.bind import BindServer, free_port, running_bind
@@ -202,13 +203,13 @@ def test_bad_settings_are_refused_without_echoing_the_secret() -> None:
 
 
 async def test_settings_pick_the_provider() -> None:
-    none = build_dns_provider(Settings(dns_provider="none"))
+    none = dns_provider(Settings(dns_provider="none"))
     assert isinstance(none, NoDNS)
     await none.add_cname("a.apps.test", TARGET)
     assert await none.lookup_cname("a.apps.test") is None
     secret = base64.b64encode(os.urandom(32)).decode()
     port = free_port()
-    built = build_dns_provider(
+    built = dns_provider(
         Settings(
             dns_provider="rfc2136",
             dns_server="127.0.0.1",
@@ -222,4 +223,4 @@ async def test_settings_pick_the_provider() -> None:
     assert (built.server, built.port) == ("127.0.0.1", port)
     assert secret not in repr(built)
     with pytest.raises(ValueError, match="unknown RDEV_DNS_PROVIDER"):
-        build_dns_provider(Settings(dns_provider="route53"))
+        dns_provider(Settings(dns_provider="route53"))

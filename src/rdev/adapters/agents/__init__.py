@@ -1,5 +1,5 @@
 """Code agent adapters: Claude Code, OpenCode and an operator's command, behind the
-CodeAgent port. ``build_agents(settings)`` builds them; ``offered`` tells which can run.
+CodeAgent port. ``build_agents(options)`` builds them; ``offered`` tells which can run.
 
 ``AGENT_PRIVATE_PATHS``: worktree paths the agent CLIs may write for themselves (settings,
 project config). None was seen written with the environment these adapters set

@@ -18,11 +18,10 @@ import os
 from collections.abc import Iterable, Mapping
 
 from rdev.adapters.agents.claude_events import ClaudeStream, short
-from rdev.adapters.agents.process import run_agent_process
+from rdev.adapters.agents.process import ProcessOutcome, agent_result, run_agent_process
 from rdev.adapters.agents.run_environment import (
     allowlisted,
     find_binary,
-    format_seconds,
     minimal_env_for,
     run_dirs,
     scrubber_for,
@@ -123,20 +122,15 @@ class ClaudeCodeAgent:
             )
         result = AgentResult(success=False, cli_version=stream.cli_version or version)
         stream.apply_to(result, request.max_cost_usd)
-        if out.start_error:
-            result.success, result.error = False, out.start_error
-        elif out.cancelled:
-            result.success, result.cancelled, result.error = False, True, "cancelled"
-        elif out.timed_out:
-            result.success, result.timed_out = False, True
-            result.error = f"timeout after {format_seconds(request.timeout_seconds)}"
-        elif stream.result is None:
-            err = out.stderr_tail.strip().splitlines()
-            detail = f": {short(err[-1], 300)}" if err else ""
-            result.error = f"claude exited with code {out.returncode} without a result{detail}"
-        elif result.success and out.returncode != 0:
-            result.success = False
-            result.error = f"claude exited with code {out.returncode}"
-        result.output = scrub.scrub(result.output)
-        result.error = scrub.scrub(result.error) if result.error else None
-        return result
+
+        def exited(result: AgentResult, out: ProcessOutcome, stderr: str | None) -> None:
+            if stream.result is None:
+                detail = f": {short(stderr, 300)}" if stderr else ""
+                result.error = f"claude exited with code {out.returncode} without a result{detail}"
+            elif result.success and out.returncode != 0:
+                result.success = False
+                result.error = f"claude exited with code {out.returncode}"
+
+        return agent_result(
+            out, result, timeout_seconds=request.timeout_seconds, exited=exited, scrub=scrub.scrub
+        )

@@ -12,10 +12,9 @@ import asyncio
 import shutil
 from collections.abc import Iterable, Mapping
 
-from rdev.adapters.agents.process import run_agent_process
+from rdev.adapters.agents.process import ProcessOutcome, agent_result, run_agent_process
 from rdev.adapters.agents.run_environment import (
     allowlisted,
-    format_seconds,
     minimal_env_for,
     run_dirs,
     scrubber_for,
@@ -67,22 +66,20 @@ class CommandAgent:
                 stdin_data=request.prompt.encode(),
             )
         output = "\n".join(out.stdout_lines)
-        output = scrub.scrub(output.encode()[-OUTPUT_CAP_BYTES:].decode("utf-8", "replace"))
-        result = AgentResult(success=False, output=output, model=None)
-        if out.start_error:
-            result.error = out.start_error
-        elif out.cancelled:
-            result.cancelled = True
-            result.error = "cancelled"
-        elif out.timed_out:
-            result.timed_out = True
-            result.error = f"timeout after {format_seconds(request.timeout_seconds)}"
-        elif out.returncode == 0:
-            result.success = True
-        else:
-            err_lines = out.stderr_tail.strip().splitlines()
-            tail = scrub.scrub(err_lines[-1]) if err_lines else ""
+        capped = output.encode()[-OUTPUT_CAP_BYTES:].decode("utf-8", "replace")
+
+        def exited(result: AgentResult, out: ProcessOutcome, stderr: str | None) -> None:
+            if out.returncode == 0:
+                result.success = True
+                return
             result.error = f"command exited with code {out.returncode}"
-            if tail:
-                result.error += f": {tail}"
-        return result
+            if stderr:
+                result.error += f": {stderr}"
+
+        return agent_result(
+            out,
+            AgentResult(success=False, output=capped, model=None),
+            timeout_seconds=request.timeout_seconds,
+            exited=exited,
+            scrub=scrub.scrub,
+        )

@@ -35,12 +35,11 @@ from typing import Any
 
 from rdev.adapters.agents.claude_events import short
 from rdev.adapters.agents.opencode_events import OpenCodeStream
-from rdev.adapters.agents.process import STOP, run_agent_process
+from rdev.adapters.agents.process import STOP, ProcessOutcome, agent_result, run_agent_process
 from rdev.adapters.agents.run_environment import (
     RunDirs,
     allowlisted,
     find_binary,
-    format_seconds,
     minimal_env_for,
     run_dirs,
     scrubber_for,
@@ -218,17 +217,12 @@ class OpenCodeAgent:
             )
         result = AgentResult(success=False, model=model, cli_version=version)
         stream.apply_to(result, out.returncode, cost_known=any(c is not None for c in self.cost))
-        if out.start_error:
-            result.success, result.error = False, out.start_error
-        elif out.cancelled:
-            result.success, result.cancelled, result.error = False, True, "cancelled"
-        elif out.timed_out:
-            result.success, result.timed_out = False, True
-            result.error = f"timeout after {format_seconds(request.timeout_seconds)}"
-        elif not result.success and result.error and result.error.startswith("opencode exited"):
-            err = [ln for ln in out.stderr_tail.splitlines() if ln.strip()]
-            if err:
-                result.error += f": {short(err[-1], 300)}"
-        result.output = scrub.scrub(result.output)
-        result.error = scrub.scrub(result.error) if result.error else None
-        return result
+
+        def exited(result: AgentResult, out: ProcessOutcome, stderr: str | None) -> None:
+            failed_exit = result.error and result.error.startswith("opencode exited")
+            if not result.success and failed_exit and stderr:
+                result.error = f"{result.error}: {short(stderr, 300)}"
+
+        return agent_result(
+            out, result, timeout_seconds=request.timeout_seconds, exited=exited, scrub=scrub.scrub
+        )

@@ -16,6 +16,10 @@ A daemon (``(setsid server &)``, ``nohup``, a double fork) leaves the tree betwe
 scans: its parent exits and it is re-parented to init. Each run therefore also puts a tag
 unique to it in the environment (``RDEV_RUN_TAG``), which children inherit, and at the end
 every process still carrying the tag is killed as well. Partial output is always kept.
+
+:func:`agent_result` is the one mapping from a :class:`ProcessOutcome` to the port's
+``AgentResult``: every adapter's run ends with it, so a start error, a cancel and a timeout
+read the same whichever agent ran.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from rdev.ports.agents import AgentResult
 
 #: Returned by a line callback to ask the runner to stop the agent (e.g. budget exceeded).
 STOP = "stop"
@@ -58,6 +64,53 @@ class ProcessOutcome:
     pid: int | None = None
     duration_seconds: float = 0.0
     start_error: str | None = None
+
+
+#: An adapter's rule for a process that ran to its end: it may change ``result`` (success,
+#: error) given the outcome and the last line the process wrote to stderr (None: nothing).
+ExitRule = Callable[[AgentResult, ProcessOutcome, str | None], None]
+
+
+def format_seconds(seconds: float) -> str:
+    """``30`` -> ``30s``, ``0.5`` -> ``0.5s`` (for "timeout after ..." errors)."""
+    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds:g}s"
+
+
+def last_stderr_line(outcome: ProcessOutcome) -> str | None:
+    """The last line of the kept stderr tail that holds more than whitespace, or None."""
+    lines = outcome.stderr_tail.strip().splitlines()
+    return lines[-1] if lines else None
+
+
+def agent_result(
+    outcome: ProcessOutcome,
+    result: AgentResult,
+    *,
+    timeout_seconds: float,
+    exited: ExitRule | None = None,
+    scrub: Callable[[str], str] | None = None,
+) -> AgentResult:
+    """Lay the process outcome over ``result`` (what the agent's own output said) and
+    return it.
+
+    A start error, a cancel and a timeout win over whatever the agent printed: the run
+    failed for that reason (``cancelled`` / ``timed_out`` set). A process that ran to its
+    end is judged by the adapter's ``exited`` rule. Last, ``scrub`` is applied to the
+    output and the error, so no path leaves an unscrubbed message.
+    """
+    if outcome.start_error:
+        result.success, result.error = False, outcome.start_error
+    elif outcome.cancelled:
+        result.success, result.cancelled, result.error = False, True, "cancelled"
+    elif outcome.timed_out:
+        result.success, result.timed_out = False, True
+        result.error = f"timeout after {format_seconds(timeout_seconds)}"
+    elif exited is not None:
+        exited(result, outcome, last_stderr_line(outcome))
+    if scrub is not None:
+        result.output = scrub(result.output)
+        result.error = scrub(result.error) if result.error else None
+    return result
 
 
 def minimal_env(home: Path, tmpdir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -68,10 +68,6 @@ def minimal_env_for(dirs: RunDirs, extra: Mapping[str, str] | None = None) -> di
     return minimal_env(dirs.home, dirs.tmp, extra)
 
 
-def format_seconds(seconds: float) -> str:
-    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds:g}s"
-
-
 def find_binary(
     explicit: str | None, env_var: str, name: str, source: Mapping[str, str]
 ) -> str | None:

@@ -161,7 +161,7 @@ class Rfc2136DNS:
         rrset = response.get_rrset(response.answer, owner, dns.rdataclass.IN, dns.rdatatype.CNAME)
         if not rrset:
             return None
-        return rrset[0].target.to_text()
+        return str(rrset[0].target.to_text())
 
     # -- internals ----------------------------------------------------------------------
 
@@ -176,7 +176,7 @@ class Rfc2136DNS:
 
     @staticmethod
     def _cname(target: str) -> dns.rdtypes.ANY.CNAME.CNAME:
-        return dns.rdtypes.ANY.CNAME.CNAME(
+        return dns.rdtypes.ANY.CNAME.CNAME(  # type: ignore[no-untyped-call]
             dns.rdataclass.IN, dns.rdatatype.CNAME, _absolute(target)
         )
 
@@ -241,4 +241,4 @@ class Rfc2136DNS:
 
 
 def _same(current: str, target: dns.name.Name) -> bool:
-    return _absolute(current) == target  # dns.name equality ignores case
+    return bool(_absolute(current) == target)  # dns.name equality ignores case
