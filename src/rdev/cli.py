@@ -67,17 +67,9 @@ def domains_reconcile(
 @app.command()
 def migrate() -> None:
     """Apply database migrations and exit."""
-    from rdev.adapters.db.engine import Database
-    from rdev.adapters.db.migrate import upgrade
+    from rdev.bootstrap import migrate_database
 
-    settings = _settings()
-
-    async def run() -> None:
-        db = Database(settings.resolved_database_url)
-        await upgrade(db.engine)
-        await db.dispose()
-
-    asyncio.run(run())
+    asyncio.run(migrate_database(_settings()))
     typer.echo("database is up to date")
 
 

@@ -3,18 +3,30 @@
 The config file (``RDEV_CONFIG_FILE``, default ``<data dir>/config.toml`` if present) holds the
 same keys in lower case without the prefix, e.g. ``database_url = "postgresql+psycopg://..."``.
 Environment variables win over the file.
+
+Secret settings (the admin token, the Gitea token, the DNS TSIG secret, the database URL,
+which may hold a password) are :class:`~pydantic.SecretStr`: a ``repr``, a log line or a
+``model_dump`` shows ``**********``. ``bootstrap.py`` reveals each one where it hands it to
+the adapter or service that uses it.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -28,11 +40,11 @@ def _split(v: Any) -> list[str]:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RDEV_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RDEV_", extra="ignore", validate_assignment=True)
 
     data_dir: Path = Path(".rdev")
-    database_url: str | None = None
-    admin_token: str | None = None
+    database_url: SecretStr | None = None
+    admin_token: SecretStr | None = None
     default_agent: str = "command"
     embedded_worker: bool = True
     host: str = "127.0.0.1"
@@ -88,7 +100,7 @@ class Settings(BaseSettings):
     templates_dir: Path | None = None
     repo_host: str = "local"
     gitea_url: str | None = None
-    gitea_token: str | None = None
+    gitea_token: SecretStr | None = None
 
     # CI
     ci_link_timeout_seconds: float = 600.0
@@ -102,7 +114,7 @@ class Settings(BaseSettings):
     dns_zones: CommaList = Field(default_factory=list)
     dns_tsig_name: str | None = None
     dns_tsig_algorithm: str = "hmac-sha256"
-    dns_tsig_secret: str | None = None
+    dns_tsig_secret: SecretStr | None = None
     dns_max_aliases_per_project: int = 20
 
     @field_validator("webhook_allowlist", "dns_zones", "agent_env_allowlist", mode="before")
@@ -112,19 +124,42 @@ class Settings(BaseSettings):
 
     @cached_property
     def resolved_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
+        """The database URL to connect with (revealed: it may carry a password), by default
+        a SQLite file in the data dir."""
+        if self.database_url and self.database_url.get_secret_value():
+            return self.database_url.get_secret_value()
         return f"sqlite+aiosqlite:///{(self.data_dir / 'rdev.db').resolve()}"
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` validated like any other input (a plain string for a
+        secret setting becomes a SecretStr, as it does from the environment); pydantic's own
+        ``model_copy`` would store the values unchecked."""
+        copy = super().model_copy(deep=deep)
+        copy.__dict__.pop("resolved_database_url", None)  # recomputed from the copy's fields
+        for name, value in (update or {}).items():
+            setattr(copy, name, value)  # validate_assignment: checked and converted
+        return copy
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
-    ):  # type: ignore[no-untyped-def]
-        return (init_settings, env_settings, _toml_source(settings_cls))
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments first, then ``RDEV_*`` variables, then the TOML file (no .env)."""
+        return (init_settings, env_settings, _TomlFile(settings_cls))
 
 
-def _toml_source(settings_cls: type[BaseSettings]):  # type: ignore[no-untyped-def]
-    def load() -> dict[str, Any]:
+class _TomlFile(PydanticBaseSettingsSource):
+    """``RDEV_CONFIG_FILE``, else ``<RDEV_DATA_DIR>/config.toml`` when it exists."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
         path = os.environ.get("RDEV_CONFIG_FILE")
         if not path:
             data_dir = Path(os.environ.get("RDEV_DATA_DIR", ".rdev"))
@@ -134,8 +169,6 @@ def _toml_source(settings_cls: type[BaseSettings]):  # type: ignore[no-untyped-d
             path = str(candidate)
         with open(path, "rb") as fh:
             return tomllib.load(fh)
-
-    return load
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -26,6 +26,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from rdev.adapters.agents.registry import build_agents
+from rdev.bootstrap import agent_options, dns_provider
 from rdev.config import Settings
 
 #: The one step that makes an agent available, by agent name.
@@ -70,7 +71,7 @@ def agent_readiness(
     settings: Settings, env: Mapping[str, str] | None = None
 ) -> list[AgentReadiness]:
     """Each known agent as this machine's (embedded) worker would offer it."""
-    agents = build_agents(settings, env)
+    agents = build_agents(agent_options(settings), env)
     out = []
     for name in sorted({*agents, *AGENT_FIXES}):
         agent = agents.get(name)
@@ -268,7 +269,7 @@ async def _git() -> Finding:
 
 
 async def _agents(settings: Settings, env: Mapping[str, str]) -> list[Finding]:
-    agents = build_agents(settings, env)
+    agents = build_agents(agent_options(settings), env)
     findings = []
     for a in agent_readiness(settings, env):
         subject = f"agent {a.name}"
@@ -320,12 +321,11 @@ def _sandbox_tools(env: Mapping[str, str]) -> list[Finding]:
 async def _dns(settings: Settings) -> list[Finding]:
     if settings.dns_provider == "none":
         return []
-    from rdev.adapters.dns import build_dns_provider
     from rdev.domain.hostnames import effective_zones
 
     where = f"{settings.dns_server}:{settings.dns_port}"
     try:
-        provider = build_dns_provider(settings)
+        provider = dns_provider(settings)
         zones = effective_zones(settings.dns_zones, settings.apps_domain)
         await provider.lookup_cname(f"rdev-doctor-probe.{zones[0]}")
     except Exception as exc:  # noqa: BLE001 - DNS errors are scrubbed, never carry the key

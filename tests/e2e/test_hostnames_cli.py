@@ -44,6 +44,12 @@ def settings(settings: Settings, bind_server: BindServer) -> Settings:  # noqa: 
     )
 
 
+def tsig_secret(settings: Settings) -> str:
+    """The TSIG secret in clear (the settings hold it wrapped), to pass on and look for."""
+    assert settings.dns_tsig_secret is not None
+    return settings.dns_tsig_secret.get_secret_value()
+
+
 def cli_env(settings: Settings, **over: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RDEV_")}
     env.update(
@@ -56,7 +62,7 @@ def cli_env(settings: Settings, **over: str) -> dict[str, str]:
         RDEV_DNS_ZONES=",".join(settings.dns_zones),
         RDEV_DNS_TSIG_NAME=settings.dns_tsig_name or "",
         RDEV_DNS_TSIG_ALGORITHM=settings.dns_tsig_algorithm,
-        RDEV_DNS_TSIG_SECRET=settings.dns_tsig_secret or "",
+        RDEV_DNS_TSIG_SECRET=tsig_secret(settings),
         RDEV_LOG_LEVEL="DEBUG",
     )
     env.update(over)
@@ -103,7 +109,7 @@ async def test_reconcile_reports_a_cname_deleted_behind_rdevs_back_and_fix_resto
     bind_server.delete_records("drift.apps.test", "CNAME")
     assert served_cname(bind_server, "drift.apps.test") == []
     env = cli_env(settings)
-    secret = settings.dns_tsig_secret
+    secret = tsig_secret(settings)
     assert secret
 
     found = reconcile(env)
@@ -148,4 +154,4 @@ async def test_fix_with_a_wrong_tsig_secret_fails_without_printing_either_secret
     assert "TSIG" in out  # the error says why, naming the key, not its secret
     assert served_cname(bind_server, "lost.apps.test") == []
     assert wrong not in out
-    assert str(settings.dns_tsig_secret) not in out
+    assert tsig_secret(settings) not in out
