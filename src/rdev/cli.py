@@ -50,12 +50,13 @@ def serve(
     run_server(create_app(settings), settings)
 
 
-domains_app = typer.Typer(help="DNS aliases of projects.", no_args_is_help=True)
-app.add_typer(domains_app, name="domains")
+# ``rdev domains``: the command keeps the API's name; in code the feature is "hostnames".
+hostnames_app = typer.Typer(help="DNS aliases of projects.", no_args_is_help=True)
+app.add_typer(hostnames_app, name="domains")
 
 
-@domains_app.command("reconcile")
-def domains_reconcile(
+@hostnames_app.command("reconcile")
+def hostnames_reconcile(
     fix: Annotated[bool, typer.Option("--fix", help="Repair the drift found.")] = False,
 ) -> None:
     """Compare the aliases in the database with DNS; report drift and optionally repair it."""
