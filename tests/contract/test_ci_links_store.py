@@ -202,7 +202,9 @@ async def linked(world: World, n: int = 1, **build: Any) -> list[int]:
     return ids
 
 
-async def test_a_candidate_tells_whether_the_build_pushed_and_which_ci_its_project_has(world):
+async def test_a_candidate_tells_whether_the_build_pushed_and_which_ci_its_project_has(
+    world: World,
+) -> None:
     t1, t2, t3 = task(), task(), task()
     b1 = await world.add_build(t1)
     await world.add_build(t2, pushed=False)
@@ -216,7 +218,7 @@ async def test_a_candidate_tells_whether_the_build_pushed_and_which_ci_its_proje
     assert await world.store.candidate("t_missing") is None
 
 
-async def test_a_build_is_linked_once_and_gets_its_initial_ci(world):
+async def test_a_build_is_linked_once_and_gets_its_initial_ci(world: World) -> None:
     build_id = await world.add_build(task())
     ci = CIProgress.searching("woodpecker", sha(1))
     deadline = datetime.now(UTC) + hours(1)
@@ -229,7 +231,7 @@ async def test_a_build_is_linked_once_and_gets_its_initial_ci(world):
     assert abs(work.deadline_at - deadline) < timedelta(seconds=1)
 
 
-async def test_the_work_carries_the_projects_ci_with_the_token_kept_secret(world):
+async def test_the_work_carries_the_projects_ci_with_the_token_kept_secret(world: World) -> None:
     await linked(world)
     [work] = await world.store.claim_due(lease_seconds=60)
     assert work.project_ci == CI
@@ -237,7 +239,7 @@ async def test_the_work_carries_the_projects_ci_with_the_token_kept_secret(world
     assert work.project_ci.provider_settings().token == "wp-token-123456"
 
 
-async def test_a_due_link_is_leased_to_one_linker_at_a_time(world):
+async def test_a_due_link_is_leased_to_one_linker_at_a_time(world: World) -> None:
     ids = await linked(world, 3)
     first, second = await asyncio.gather(
         world.store.claim_due(lease_seconds=60), world.store.claim_due(lease_seconds=60)
@@ -247,7 +249,9 @@ async def test_a_due_link_is_leased_to_one_linker_at_a_time(world):
     assert await world.store.claim_due(lease_seconds=60) == []
 
 
-async def test_a_lease_that_ran_out_is_taken_again_and_the_old_holder_writes_nothing(world):
+async def test_a_lease_that_ran_out_is_taken_again_and_the_old_holder_writes_nothing(
+    world: World,
+) -> None:
     [build_id] = await linked(world)
     [stale] = await world.store.claim_due(lease_seconds=-1)  # already expired
     [fresh] = await world.store.claim_due(lease_seconds=60)
@@ -262,7 +266,7 @@ async def test_a_lease_that_ran_out_is_taken_again_and_the_old_holder_writes_not
     assert again.checks == 1 and again.state == CILinkState.SEARCHING
 
 
-async def test_due_links_come_earliest_first_and_later_ones_wait(world):
+async def test_due_links_come_earliest_first_and_later_ones_wait(world: World) -> None:
     a, b, c, d = await linked(world, 4)
     now = datetime.now(UTC)
     due = {a: now - hours(1), b: now - hours(3), c: now - hours(2), d: now + hours(1)}
@@ -276,8 +280,8 @@ async def test_due_links_come_earliest_first_and_later_ones_wait(world):
 
 
 async def test_an_outcome_stores_state_ci_and_event_together_and_a_closed_link_stays_closed(
-    world,
-):
+    world: World,
+) -> None:
     [build_id] = await linked(world, wanted=CI_EVENTS)
     [work] = await world.store.claim_due(lease_seconds=60)
     failed = replace(work.ci, pipeline_number=7, status="failure", failed_steps=("test",))
@@ -291,7 +295,7 @@ async def test_an_outcome_stores_state_ci_and_event_together_and_a_closed_link_s
     assert await world.store.next_due() is None
 
 
-async def test_an_event_the_build_did_not_ask_for_is_not_queued(world):
+async def test_an_event_the_build_did_not_ask_for_is_not_queued(world: World) -> None:
     [build_id] = await linked(world)  # no callback events asked for
     [work] = await world.store.claim_due(lease_seconds=60)
     done = LinkOutcome(CILinkState.DONE, work.ci, datetime.now(UTC), 0, "build.ci_passed")
@@ -299,7 +303,7 @@ async def test_an_event_the_build_did_not_ask_for_is_not_queued(world):
     assert await world.events(build_id) == []
 
 
-async def test_next_due_is_when_the_earliest_open_link_is_due(world):
+async def test_next_due_is_when_the_earliest_open_link_is_due(world: World) -> None:
     assert await world.store.next_due() is None
     a, b, c = await linked(world, 3)
     now = datetime.now(UTC)

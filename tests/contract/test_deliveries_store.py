@@ -187,7 +187,7 @@ async def seeded(
     return task_id, ids
 
 
-async def test_due_deliveries_come_earliest_first_and_later_ones_wait(world):
+async def test_due_deliveries_come_earliest_first_and_later_ones_wait(world: World) -> None:
     _, (a, b, c, later) = await seeded(world, -1, -3, -2, 1)
     first = await world.store.claim_due(2, 60)
     assert [d.id for d in first] == [b, c]
@@ -196,7 +196,7 @@ async def test_due_deliveries_come_earliest_first_and_later_ones_wait(world):
     assert await world.store.claim_due(0, 60) == []
 
 
-async def test_a_claim_carries_what_the_attempt_needs(world):
+async def test_a_claim_carries_what_the_attempt_needs(world: World) -> None:
     task_id, [one] = await seeded(world, -1)
     [d] = await world.store.claim_due(5, 60)
     assert (d.id, d.task_id, d.event, d.url, d.attempts) == (
@@ -214,7 +214,7 @@ async def test_a_claim_carries_what_the_attempt_needs(world):
     assert d2.id == none and d2.secret is None
 
 
-async def test_two_dispatchers_never_take_the_same_delivery(world):
+async def test_two_dispatchers_never_take_the_same_delivery(world: World) -> None:
     _, ids = await seeded(world, -1, -1, -2, -3, -4)
     other = world.second_store()
     first, second = await asyncio.gather(world.store.claim_due(3, 60), other.claim_due(3, 60))
@@ -223,7 +223,9 @@ async def test_two_dispatchers_never_take_the_same_delivery(world):
     assert await world.store.claim_due(10, 60) == []  # all leased
 
 
-async def test_only_the_claim_holding_the_lease_settles_but_every_attempt_is_recorded(world):
+async def test_only_the_claim_holding_the_lease_settles_but_every_attempt_is_recorded(
+    world: World,
+) -> None:
     _, [one] = await seeded(world, -1)
     [stale] = await world.store.claim_due(1, -1)  # a lease that already ran out
     [fresh] = await world.store.claim_due(1, 60)
@@ -243,7 +245,7 @@ async def test_only_the_claim_holding_the_lease_settles_but_every_attempt_is_rec
     assert await world.store.claim_due(1, 60) == []  # delivered: never claimed again
 
 
-async def test_a_retry_is_due_at_its_time_and_a_dead_delivery_never_again(world):
+async def test_a_retry_is_due_at_its_time_and_a_dead_delivery_never_again(world: World) -> None:
     _, [retry, dead] = await seeded(world, -2, -1)
     claimed = {d.id: d for d in await world.store.claim_due(5, 60)}
     later = datetime.now(UTC) + hours(1)
@@ -270,7 +272,9 @@ async def test_a_retry_is_due_at_its_time_and_a_dead_delivery_never_again(world)
     assert await world.store.claim_due(5, 60) == []
 
 
-async def test_a_released_lease_is_due_again_at_once_and_a_foreign_one_is_ignored(world):
+async def test_a_released_lease_is_due_again_at_once_and_a_foreign_one_is_ignored(
+    world: World,
+) -> None:
     _, [a, b] = await seeded(world, -2, -1)
     claimed = {d.id: d for d in await world.store.claim_due(5, 60)}
     await world.store.release({a: claimed[a].lease, b: claimed[b].lease - timedelta(seconds=1)})
@@ -278,7 +282,9 @@ async def test_a_released_lease_is_due_again_at_once_and_a_foreign_one_is_ignore
     await world.store.release({})
 
 
-async def test_a_redelivery_is_a_new_cycle_under_the_same_id_refused_while_in_flight(world):
+async def test_a_redelivery_is_a_new_cycle_under_the_same_id_refused_while_in_flight(
+    world: World,
+) -> None:
     _, [one] = await seeded(world, -1)
     [d] = await world.store.claim_due(1, 60)
     with pytest.raises(Conflict):
@@ -296,7 +302,9 @@ async def test_a_redelivery_is_a_new_cycle_under_the_same_id_refused_while_in_fl
         await world.store.redeliver("msg_missing")
 
 
-async def test_a_builds_deliveries_are_listed_oldest_first_with_their_attempts(world):
+async def test_a_builds_deliveries_are_listed_oldest_first_with_their_attempts(
+    world: World,
+) -> None:
     task_id, [a, b] = await seeded(world, 1, -1)
     [d] = await world.store.claim_due(5, 60)
     await world.store.settle(

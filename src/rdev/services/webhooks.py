@@ -53,9 +53,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def callback_checker(
-    check_url: Callable[[str], Awaitable[object]],
-) -> Callable[[str], Awaitable[None]]:
+def callback_checker(sender: WebhookSender) -> Callable[[str], Awaitable[None]]:
     """BuildService.check_callback from the sender's ``check_url``.
 
     A URL the guard refuses for good (scheme, credentials, a refused address) fails the
@@ -65,7 +63,7 @@ def callback_checker(
 
     async def check(url: str) -> None:
         try:
-            await check_url(url)
+            await sender.check_url(url)
         except ValidationFailed as exc:
             if getattr(exc, "permanent", True):
                 raise
