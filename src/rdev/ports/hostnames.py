@@ -108,19 +108,3 @@ class ProjectLookup(Protocol):
         """All projects by name, or those whose id or name is in ``only``."""
         ...
 
-
-class ProjectHostnameRules(Protocol):
-    """What ProjectService asks of the hostname feature (the HostnameService is one).
-
-    A new project's canonical hostname must not be another project's alias; a deleted
-    project's aliases are read before its row goes (they go with it), so that
-    ``ProjectDeleted`` can carry them to whoever removes their CNAMEs.
-    """
-
-    async def refuse_taken_hostname(self, project_name: str) -> None:
-        """Raise Conflict (field ``name``) when the name's canonical hostname is taken."""
-        ...
-
-    async def aliases_of(self, project_id: str) -> tuple[AliasRecord, ...]:
-        """The project's aliases, in any state."""
-        ...
