@@ -269,3 +269,16 @@ async def test_unknown_scopes_are_refused() -> None:
     with pytest.raises(ValidationFailed) as caught:
         await tokens.create("bot", ["builds:fly"])
     assert caught.value.field == "scopes"
+
+
+async def test_access_is_checked_only_for_a_token_limited_to_projects() -> None:
+    w = World()
+    await w.register("shop")
+    limited = Principal(
+        token_id="t2", name="bot", scopes=frozenset(), projects=frozenset({"other"})
+    )
+    with pytest.raises(Forbidden):
+        await w.projects.require_access(limited, "shop")
+    await w.projects.require_access(ADMIN, "missing")  # unlimited: nothing to look up
+    with pytest.raises(NotFound):
+        await w.projects.require_access(limited, "missing")

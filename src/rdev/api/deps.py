@@ -67,10 +67,7 @@ Admin = Annotated[Principal, scoped("admin")]
 async def project_access(request: Request, project_id: str) -> None:
     """403 before the body is read when the token may not touch ``{project_id}``."""
     principal = await get_principal(request)
-    if principal.projects is None:
-        return
-    project = await container_of(request).projects.store.get(project_id)
-    principal.require_project(project.id, project.name)
+    await container_of(request).projects.require_access(principal, project_id)
 
 
 ProjectAccess = Depends(project_access)

@@ -118,6 +118,14 @@ class ProjectService:
         )
         return Created(record.as_project(), secret)
 
+    async def require_access(self, principal: Principal, ref: str) -> None:
+        """Forbidden unless the principal's token may touch the project (its scopes are
+        the caller's business: a route checks them before reading the body)."""
+        if principal.projects is None:
+            return
+        record = await self.store.get(ref)
+        principal.require_project(record.id, record.name)
+
     async def get_record(self, principal: Principal, ref: str) -> ProjectRecord:
         """The stored project (secrets wrapped) for a principal that may read it."""
         principal.require("projects:read", "builds:read", "builds:write")
