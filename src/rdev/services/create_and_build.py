@@ -17,6 +17,9 @@ repository deleted); the error lists it in ``undone``, and anything that could n
 undone in ``left_behind``: never a half-made project the API does not report.
 With an Idempotency-Key the first answer is stored (scope: the calling token) and a retry
 gets it back; the same key with another body is a 422, while the first is running a 409.
+
+The service takes a :class:`ProjectAndBuild` (domain values); the HTTP request model that
+becomes one is ``rdev.api.schemas.CreateAndBuildRequest``.
 """
 
 from __future__ import annotations
@@ -105,6 +108,9 @@ class _Draft:
 
 @dataclass
 class CreatedAndBuilt:
+    """The answer: the new project and its first build; ``replayed`` when it is the stored
+    answer of an earlier request with the same Idempotency-Key."""
+
     project: Project
     task_id: str
     status: BuildStatus
@@ -127,7 +133,11 @@ class BuildSteps(Protocol):
 
 
 class CreateAndBuildService:
-    """``default_host`` is used when a request names none."""
+    """The four steps over ports only: the ProjectService registers (and, as an undo,
+    deletes) the project, ``builds`` checks and queues the build, ``templates`` renders the
+    scaffold, ``repo_hosts`` (host name -> RepoHost) makes the repository, ``idempotency``
+    keeps Idempotency-Key answers (None: keys are ignored). ``default_host`` is used when a
+    request names none."""
 
     def __init__(
         self,
