@@ -244,14 +244,14 @@ async def test_what_could_not_be_undone_is_reported_as_left_behind() -> None:
 
 async def test_an_unexpected_failure_is_an_upstream_error_that_hides_the_message() -> None:
     w = World()
-    w.host.fail_create = RuntimeError("secret path /srv/x")
+    w.host.fail_create = RuntimeError("internal detail 7f3a")
     with capture_logs() as logs, pytest.raises(UpstreamFailed) as caught:
         await w.service.run(ADMIN, request(), None)
     assert [e["step"] for e in logs if e["event"] == "create-and-build failed unexpectedly"] == [
         "repository"
     ]
     assert caught.value.extra["step"] == "repository"
-    assert "secret path" not in caught.value.detail
+    assert "internal detail" not in caught.value.detail
     assert caught.value.extra["undone"] == []
 
 
