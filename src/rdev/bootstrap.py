@@ -9,23 +9,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from rdev.adapters.ci import build_ci_provider
 from rdev.adapters.db.builds import SqlBuildStore
 from rdev.adapters.db.engine import Database
+from rdev.adapters.db.hostnames import SqlHostnameStore
+from rdev.adapters.db.idempotency import SqlIdempotencyStore
+from rdev.adapters.db.leases import SqlLeaseReader
 from rdev.adapters.db.migrate import upgrade
 from rdev.adapters.db.notify import WorkNotifier
 from rdev.adapters.db.projects import SqlProjectStore
 from rdev.adapters.db.queue import SqlWorkQueue
 from rdev.adapters.db.tokens import SqlTokenStore
 from rdev.adapters.db.workers import SqlWorkerStore
+from rdev.adapters.dns.reconcile import reconcile as dns_reconcile
+from rdev.adapters.repohost.git_http import GitSmartHTTPApp
+from rdev.adapters.repohost.gitea import GiteaRepoHost
+from rdev.adapters.repohost.local import LocalRepoHost
+from rdev.adapters.templates import FolderTemplateProvider, builtin_templates_dir
+from rdev.adapters.webhooks import HttpWebhookSender, new_secret
 from rdev.config import Settings
+from rdev.domain.events import BuildFinished, BuildsClaimed, ProjectDeleted
+from rdev.domain.hostnames import effective_zones
+from rdev.ports.ci import CIProvider, CISettings
+from rdev.ports.repohost import RepoHost
 from rdev.services.builds import BuildService
+from rdev.services.ci_linker import CILinker
+from rdev.services.ci_settings import CISettingsService
+from rdev.services.create_and_build import CreateAndBuildService
+from rdev.services.events import EventBus
+from rdev.services.hostnames import HostnameService
+from rdev.services.pipelines import PipelineService
 from rdev.services.projects import ProjectService
+from rdev.services.repos import GitAccess, TaskGitCredentials, local_repository_remover
 from rdev.services.tokens import TokenService
+from rdev.services.webhooks import WebhookService, callback_checker
 from rdev.services.workers import WorkerService
+
+if TYPE_CHECKING:
+    from rdev.adapters.agents.registry import AgentOptions
+    from rdev.ports.dns import DNSProvider
 
 log = structlog.get_logger(__name__)
 
@@ -40,16 +66,20 @@ class Container:
     builds: BuildService
     workers: WorkerService
     queue: SqlWorkQueue
+    #: Where services announce stored facts; the subscriptions are in build_container.
+    events: EventBus
+    #: Project hostnames and DNS aliases (``/projects/{id}/domains``, ``rdev domains``).
+    hostnames: HostnameService
     # Feature services wired below (None when not configured).
     templates: Any = None
-    hostnames: Any = None
-    pipelines: Any = None
-    webhooks: Any = None
+    pipelines: PipelineService | None = None
+    ci_linker: CILinker | None = None
+    webhooks: WebhookService | None = None
     metrics: Any = None
     live: Any = None
-    repo_hosts: dict[str, Any] = field(default_factory=dict)
-    create_and_build: Any = None
-    git_http: Any = None  # the ASGI app serving local repositories, mounted at /git
+    repo_hosts: dict[str, RepoHost] = field(default_factory=dict)
+    create_and_build: CreateAndBuildService | None = None
+    git_http: GitSmartHTTPApp | None = None  # local repositories over HTTP, mounted at /git
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     embedded_worker: asyncio.Task[Any] | None = None
     embedded_worker_stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -60,7 +90,10 @@ class Container:
         if migrate:
             await upgrade(self.db.engine)
         await self.notifier.start()
-        self.bootstrap_token = await self.tokens.ensure_admin(self.settings.admin_token)
+        admin_token = self.settings.admin_token
+        self.bootstrap_token = await self.tokens.ensure_admin(
+            admin_token.get_secret_value() if admin_token else None
+        )
         if background:
             self.background.append(
                 asyncio.create_task(
@@ -74,10 +107,10 @@ class Container:
                         self.webhooks.run(self.stop_event), name="rdev-webhook-dispatcher"
                     )
                 )
-            if self.pipelines is not None:
+            if self.ci_linker is not None:
                 self.background.append(
                     asyncio.create_task(
-                        self.pipelines.run_linker(self.stop_event), name="rdev-ci-linker"
+                        self.ci_linker.run_linker(self.stop_event), name="rdev-ci-linker"
                     )
                 )
 
@@ -96,17 +129,54 @@ class Container:
 
 def build_container(settings: Settings) -> Container:
     db = Database(settings.resolved_database_url)
+    events = EventBus()  # services publish stored facts; subscribers are wired at the end
     notifier = WorkNotifier(db)
     project_store = SqlProjectStore(db)
     build_store = SqlBuildStore(db, notifier)
     queue = SqlWorkQueue(db, notifier)
     worker_store = SqlWorkerStore(db)
     tokens = TokenService(SqlTokenStore(db))
-    projects = ProjectService(project_store)
+    # DNS aliases (issue 8): the HostnameService. A new project's canonical hostname must
+    # not be an alias (ProjectService asks it); a deleted project's CNAMEs are removed
+    # (it subscribes to ProjectDeleted, below).
+    hostnames = HostnameService(
+        SqlHostnameStore(db),
+        project_store,
+        dns_provider(settings),
+        compare=dns_reconcile,
+        apps_domain=settings.apps_domain,
+        zones=effective_zones(settings.dns_zones, settings.apps_domain),
+        max_aliases_per_project=settings.dns_max_aliases_per_project,
+    )
+
+    # Projects: a PATCH's CI settings are checked by building the provider with the one CI
+    # adapter factory; callbacks are signed with a per-project secret made at creation.
+    def ci_provider(ci: CISettings, timeout: float) -> CIProvider:
+        return build_ci_provider(ci, timeout=timeout)
+
+    projects = ProjectService(
+        project_store,
+        events,
+        hostnames=hostnames,
+        prepare_ci=CISettingsService(ci_provider).prepare,
+        new_webhook_secret=new_secret,
+    )
+    # Builds and the worker protocol, built with everything they use: the templates that
+    # render a spec's prompt, the webhook sender's URL guard for callback URLs at submit,
+    # the local host's task git credentials for claims, and the event bus a claim and a
+    # result are announced on (who listens: the subscriptions at the end).
+    extra_templates = [settings.templates_dir] if settings.templates_dir else []
+    templates = FolderTemplateProvider([builtin_templates_dir(), *extra_templates])
+    webhook_sender = HttpWebhookSender(
+        settings.webhook_allowlist, timeout=settings.webhook_timeout_seconds
+    )
+    task_git = TaskGitCredentials(SqlLeaseReader(db))
     builds = BuildService(
         projects=project_store,
         builds=build_store,
         workers=worker_store,
+        templates=templates,
+        check_callback=callback_checker(webhook_sender),
         default_agent=settings.default_agent,
         max_attempts=settings.max_attempts,
         offline_after_seconds=settings.worker_offline_after_seconds,
@@ -115,6 +185,8 @@ def build_container(settings: Settings) -> Container:
         workers=worker_store,
         queue=queue,
         notifier=notifier,
+        events=events,
+        credentials=task_git,
         lease_seconds=settings.lease_seconds,
         claim_wait_seconds=settings.claim_wait_seconds,
         offline_after_seconds=settings.worker_offline_after_seconds,
@@ -130,89 +202,47 @@ def build_container(settings: Settings) -> Container:
         builds=builds,
         workers=workers,
         queue=queue,
+        events=events,
+        templates=templates,
+        hostnames=hostnames,
     )
     # -- feature wiring (one block per feature) --
-    # DNS aliases (issue 8): the HostnameService; project deletion also removes the CNAMEs.
-    from rdev.adapters.db.hostnames import SqlHostnameStore
-    from rdev.adapters.dns import build_dns_provider
-    from rdev.adapters.dns.reconcile import reconcile as dns_reconcile
-    from rdev.domain.hostnames import effective_zones
-    from rdev.services.hostnames import AliasReleasingProjectStore, HostnameService
-
-    container.hostnames = HostnameService(
-        SqlHostnameStore(db),
-        project_store,
-        build_dns_provider(settings),
-        compare=dns_reconcile,
-        apps_domain=settings.apps_domain,
-        zones=effective_zones(settings.dns_zones, settings.apps_domain),
-        max_aliases_per_project=settings.dns_max_aliases_per_project,
-    )
-    projects.store = AliasReleasingProjectStore(projects.store, container.hostnames)
-    projects.before_create.append(container.hostnames.refuse_taken_hostname)
-    # Build callbacks (issue 5): outbox dispatcher, submit-time SSRF check, project secrets.
-    from rdev.adapters.db.deliveries import SqlDeliveryStore
-    from rdev.adapters.webhooks import HttpWebhookSender, new_secret, next_delay
-    from rdev.services.webhooks import WebhookService, callback_checker
-
-    webhook_sender = HttpWebhookSender(
-        settings.webhook_allowlist, timeout=settings.webhook_timeout_seconds
-    )
-    container.webhooks = WebhookService(
-        store=SqlDeliveryStore(db),
-        sender=webhook_sender,
-        delay=next_delay,
-        max_attempts=settings.webhook_max_attempts,
-        timeout=settings.webhook_timeout_seconds,
-    )
-    builds.check_callback = callback_checker(webhook_sender.check_url)
-    workers.on_complete.append(container.webhooks.on_build_complete)
-    workers.on_claim.append(container.webhooks.on_builds_claimed)
-    projects.new_webhook_secret = new_secret
-    # CI pipelines (issue 7): the proxy, PATCH ci validation, and the CI linker.
-    from rdev.adapters.ci import build_ci_provider
+    # CI (issue 7): the pipelines proxy and the CI linker (which follows pushed builds: it
+    # subscribes to BuildFinished, below), building providers with the same ci_provider as
+    # the projects' CI settings check.
     from rdev.adapters.db.ci_links import SqlCILinkStore
-    from rdev.services.pipelines import PipelineService
 
-    container.pipelines = PipelineService(
-        projects,
+    container.pipelines = PipelineService(projects, ci_provider)
+    container.ci_linker = ci_linker = CILinker(
         SqlCILinkStore(db),
-        lambda ci, timeout: build_ci_provider(ci, timeout=timeout),
+        ci_provider,
         poll_interval=settings.ci_poll_interval_seconds,
         link_timeout=settings.ci_link_timeout_seconds,
     )
-    projects.prepare_ci = container.pipelines.prepare_ci_settings
-    workers.on_complete.append(container.pipelines.on_build_complete)
     # Watching builds (issue 9): metrics registry per container; live log stream wake-ups.
     from rdev.adapters.db.live import LiveSignal
     from rdev.adapters.db.stats import SqlStats
     from rdev.services.metrics import Metrics
 
-    container.live = LiveSignal(db, tasks=container.background, stop=container.stop_event)
+    container.live = LiveSignal(db, stop=container.stop_event)
     container.metrics = Metrics(
         stats=SqlStats(db), queue=queue, offline_after_seconds=settings.worker_offline_after_seconds
     )
-    container.webhooks.on_attempt = container.metrics.record_delivery
-    workers.on_claim.append(container.metrics.observe_claims)
-    workers.on_complete.append(container.metrics.observe_completion)
-    # Templates, repo hosts, git over HTTP at /git, create-and-build (issue 6).
-    from rdev.adapters.db.idempotency import SqlIdempotencyStore
-    from rdev.adapters.db.leases import SqlLeaseReader
-    from rdev.adapters.repohost.git_http import GitSmartHTTPApp
-    from rdev.adapters.repohost.gitea import GiteaRepoHost
-    from rdev.adapters.repohost.local import LocalRepoHost
-    from rdev.adapters.templates import FolderTemplateProvider, builtin_templates_dir
-    from rdev.services.create_and_build import CreateAndBuildService
-    from rdev.services.repos import (
-        GitAccess,
-        LocalCredentialQueue,
-        TaskGitCredentials,
-        local_repository_remover,
-    )
+    # Build callbacks (issue 5): the outbox dispatcher (every attempt counted in the metrics)
+    # and the deliveries API. The rows are written with the status change, the URL is
+    # checked at submit (BuildService above), projects get their signing secret at creation.
+    from rdev.adapters.db.deliveries import SqlDeliveryStore
+    from rdev.adapters.webhooks import next_delay
 
-    extra_templates = [settings.templates_dir] if settings.templates_dir else []
-    container.templates = FolderTemplateProvider([builtin_templates_dir(), *extra_templates])
-    builds.templates = container.templates
+    container.webhooks = webhooks = WebhookService(
+        store=SqlDeliveryStore(db),
+        sender=webhook_sender,
+        delay=next_delay,
+        max_attempts=settings.webhook_max_attempts,
+        timeout=settings.webhook_timeout_seconds,
+        on_attempt=container.metrics.record_delivery,
+    )
+    # Repo hosts, git over HTTP at /git, create-and-build (issue 6).
     serve_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
     local_host = LocalRepoHost(
         (settings.data_dir / "repos").resolve(),
@@ -220,21 +250,30 @@ def build_container(settings: Settings) -> Container:
     )
     container.repo_hosts["local"] = local_host
     if settings.gitea_url and settings.gitea_token:
-        container.repo_hosts["gitea"] = GiteaRepoHost(settings.gitea_url, settings.gitea_token)
-    task_git = TaskGitCredentials(SqlLeaseReader(db))
-    workers.queue = LocalCredentialQueue(workers.queue, project_store, task_git)
+        container.repo_hosts["gitea"] = GiteaRepoHost(
+            settings.gitea_url, settings.gitea_token.get_secret_value()
+        )
     container.git_http = GitSmartHTTPApp(
         local_host.repos_dir, GitAccess(tokens, project_store, task_git)
     )
-    projects.on_delete.append(local_repository_remover(local_host))
     container.create_and_build = CreateAndBuildService(
         projects=projects,
         builds=builds,
-        templates=container.templates,
+        templates=templates,
         repo_hosts=container.repo_hosts,
         idempotency=SqlIdempotencyStore(db),
         default_host=settings.repo_host,
     )
+    # -- what follows a claim and a result: subscribers run in this order; one that fails
+    # is logged and skipped (the stored claim or result stands) --
+    events.subscribe(BuildsClaimed, webhooks.on_builds_claimed)  # build.started: send soon
+    events.subscribe(BuildsClaimed, container.metrics.observe_claims)  # claim latency
+    events.subscribe(BuildFinished, webhooks.on_build_complete)  # the callback: send soon
+    events.subscribe(BuildFinished, ci_linker.on_build_complete)  # follow a pushed commit
+    events.subscribe(BuildFinished, container.metrics.observe_completion)  # build duration
+    # -- what follows a project's deletion --
+    events.subscribe(ProjectDeleted, hostnames.on_project_deleted)  # its aliases' CNAMEs
+    events.subscribe(ProjectDeleted, local_repository_remover(local_host))  # delete_repository
     return container
 
 
@@ -257,7 +296,7 @@ def build_worker(
     from rdev.worker.daemon import WorkerDaemon, WorkerOptions
     from rdev.worker.executor import DEFAULT_PRIVATE_PATHS, BuildExecutor, ExecutorConfig
 
-    agents = build_agents(settings)
+    agents = build_agents(agent_options(settings))
     names, notes = offered(agents)
     for agent_name, why in notes.items():
         log.warning("agent not offered", agent=agent_name, reason=why)
@@ -288,3 +327,51 @@ def build_worker(
         grace_seconds=settings.shutdown_grace_seconds,
     )
     return WorkerDaemon(WorkerClient(server, token), executor, options)
+
+
+async def migrate_database(settings: Settings) -> None:
+    """Apply the migrations to the configured database (``rdev migrate``; the server also
+    migrates at start-up, in :meth:`Container.start`)."""
+    db = Database(settings.resolved_database_url)
+    try:
+        await upgrade(db.engine)
+    finally:
+        await db.dispose()
+
+
+# -- settings -> the plain values adapters take (adapters never read Settings) ------------
+
+
+def dns_provider(settings: Settings) -> DNSProvider:
+    """The DNSProvider ``RDEV_DNS_*`` asks for; the TSIG secret is revealed only here.
+
+    Raises ValueError (naming the setting, never the secret) for an unusable setting.
+    """
+    from rdev.adapters.dns import build_dns_provider
+
+    secret = settings.dns_tsig_secret
+    return build_dns_provider(
+        settings.dns_provider,
+        server=settings.dns_server,
+        port=settings.dns_port,
+        zones=effective_zones(settings.dns_zones, settings.apps_domain),
+        tsig_name=settings.dns_tsig_name,
+        tsig_algorithm=settings.dns_tsig_algorithm,
+        tsig_secret=secret.get_secret_value() if secret is not None else None,
+    )
+
+
+def agent_options(settings: Settings) -> AgentOptions:
+    """How the worker's agents are built (``RDEV_COMMAND_AGENT``, ``RDEV_*_BIN``, ...)."""
+    from rdev.adapters.agents.registry import AgentOptions
+
+    return AgentOptions(
+        command=settings.command_agent,
+        claude_bin=settings.claude_bin,
+        opencode_bin=settings.opencode_bin,
+        env_allowlist=tuple(settings.agent_env_allowlist),
+        opencode_provider=settings.opencode_provider,
+        opencode_model=settings.opencode_model,
+        opencode_cost_per_mtok_input=settings.opencode_cost_per_mtok_input,
+        opencode_cost_per_mtok_output=settings.opencode_cost_per_mtok_output,
+    )
