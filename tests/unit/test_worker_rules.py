@@ -409,11 +409,23 @@ async def test_a_lost_lease_requeues_the_build_until_max_attempts_then_fails_it(
         [task] = await w.service.claim(WORKER, wid, 1, 0)
         assert task.attempt == attempt
         w.clock.advance(LEASE_SECONDS + 1)  # no heartbeat: the worker is gone
-        assert await w.service.queue.reap_expired() == 1  # one pass of run_reaper
+        assert await w.service.reap() == 1
 
     build = await w.builds.get(task_id)
     assert build.status == BuildStatus.FAILED
     assert build.result is not None and build.result.error == "worker lost"
+
+
+async def test_a_lost_lease_of_a_build_asked_to_cancel_ends_it_cancelled() -> None:
+    w = make_world()
+    wid = await w.register()
+    task_id = await w.submit()
+    await w.service.claim(WORKER, wid, 1, 0)
+    await w.builds.cancel(task_id, "token:bot")
+    w.clock.advance(LEASE_SECONDS + 1)
+
+    assert await w.service.reap() == 1
+    assert await w.status(task_id) == BuildStatus.CANCELLED
 
 
 async def test_a_heartbeat_extends_the_lease_and_brings_back_cancel_requests() -> None:
@@ -429,6 +441,6 @@ async def test_a_heartbeat_extends_the_lease_and_brings_back_cancel_requests() -
 
     assert leases[task_id] == w.clock.now + timedelta(seconds=1)
     assert cancels == [task_id]
-    assert await w.service.queue.reap_expired() == 0  # still leased
+    assert await w.service.reap() == 0  # still leased
     with pytest.raises(StaleLease):
         await w.service.heartbeat(WORKER, wid, {task_id: "not-the-token"})

@@ -236,13 +236,20 @@ class WorkerService:
             raise Forbidden("this token lacks the builds:read scope")
         return await self.workers.list(self.offline_after)
 
+    async def reap(self) -> int:
+        """One pass of the reaper: take back expired leases. A build goes back to pending,
+        or ends (cancelled when a cancel was asked for, failed when its attempts are used
+        up). Returns how many leases were taken back."""
+        n = await self.queue.reap_expired()
+        if n:
+            log.info("reaped expired leases", count=n)
+        return n
+
     async def run_reaper(self, interval: float, stop: asyncio.Event) -> None:
-        """Background loop: return expired leases to the queue (or fail their builds)."""
+        """Background loop: :meth:`reap` every ``interval`` seconds until ``stop`` is set."""
         while not stop.is_set():
             try:
-                n = await self.queue.reap_expired()
-                if n:
-                    log.info("reaped expired leases", count=n)
+                await self.reap()
             except Exception:
                 log.exception("reaper pass failed")
             with contextlib.suppress(TimeoutError):
