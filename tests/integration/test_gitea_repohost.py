@@ -52,7 +52,8 @@ async def test_create_user_repo_without_scaffold_is_auto_initialised(fake_gitea:
 
     assert created.clone_url == f"{fake_gitea.base_url}/rdev-bot/svc.git"
     assert created.web_url == f"{fake_gitea.base_url}/rdev-bot/svc"
-    assert created.credential == fake_gitea.token
+    assert created.credential is not None
+    assert created.credential.get_secret_value() == fake_gitea.token
     assert fake_gitea.operations() == ["createCurrentUserRepo"]
     assert fake_gitea.requests[0].body == {
         "name": "svc", "default_branch": "main", "private": True, "auto_init": True

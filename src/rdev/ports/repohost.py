@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import SecretStr
+
 
 @dataclass
 class CreatedRepo:
     clone_url: str
     web_url: str | None = None
     #: Credential the server keeps for the project (None for the local host: it mints its own).
-    credential: str | None = None
+    credential: SecretStr | None = None
 
 
 class RepoHost(Protocol):

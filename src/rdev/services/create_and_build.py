@@ -341,8 +341,7 @@ class CreateAndBuildService:
             await host.delete(plan.name, plan.options)
 
         made.append(("repository deleted", delete_repository))
-        credential = SecretStr(created.credential) if created.credential is not None else None
-        return created.clone_url, credential, created.web_url
+        return created.clone_url, created.credential, created.web_url
 
 
 @dataclass

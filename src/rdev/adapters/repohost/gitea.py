@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from pydantic import SecretStr
 
 from rdev.adapters.git.runner import GitRunner
 from rdev.adapters.repohost.scaffold_push import push_scaffold
@@ -112,7 +113,7 @@ class GiteaRepoHost:
         created = CreatedRepo(
             clone_url=str(repo.get("clone_url") or ""),
             web_url=repo.get("html_url"),
-            credential=self._token,
+            credential=SecretStr(self._token),
         )
         if not created.clone_url.startswith(("http://", "https://")):
             raise UpstreamFailed(f"Gitea returned no usable clone_url for {name!r}")
