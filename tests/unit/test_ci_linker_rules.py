@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from rdev.domain.ci_links import (
     LINK_TRANSITIONS,
     CILinkState,
+    CIProgress,
     check_link_transition,
     link_state,
 )
@@ -328,3 +329,25 @@ def test_an_unknown_link_state_is_a_domain_error_not_a_guess() -> None:
         link_state("paused")
     with pytest.raises(IllegalTransition):
         check_link_transition("searching", "paused")
+
+
+def test_the_builds_ci_json_keeps_its_shape_and_reads_back_the_same() -> None:
+    searching = CIProgress.searching("woodpecker", SHA)
+    assert searching.to_json() == {
+        "provider": "woodpecker",
+        "commit_sha": SHA,
+        "pipeline_number": None,
+        "status": "searching",
+        "raw_status": None,
+        "url": None,
+        "failed_steps": [],
+    }
+    ended = searching.with_error("CI unreachable").given_up("unknown", "no pipeline")
+    assert ended.to_json() == {
+        **searching.to_json(),
+        "status": "unknown",
+        "reason": "no pipeline",
+        "error": "CI unreachable",
+    }
+    assert CIProgress.from_json(ended.to_json(), commit_sha=SHA) == ended
+    assert CIProgress.from_json(None, commit_sha=SHA) == CIProgress.searching("", SHA)
