@@ -6,6 +6,9 @@ import asyncio
 import time
 from collections import Counter
 
+import pytest
+import sqlalchemy as sa
+
 import rdev.services.workers
 from rdev.bootstrap import build_container
 from rdev.domain.models import BuildResult, BuildSpec
@@ -269,3 +272,36 @@ async def test_a_retry_coming_due_reaches_a_waiting_claimer_without_a_new_submit
         client.post(f"/workers/{wid}/claim", json={"max_tasks": 1, "wait_seconds": 60}), 30
     )
     assert [t["task_id"] for t in again.json()] == [b["task_id"]]
+
+
+async def test_a_replica_listens_for_claims_and_live_logs_on_one_connection(container, backend):
+    """One LISTEN connection per replica carries both wake-ups: other replicas' work
+    notifications wake waiting claimers, their log notifications wake live streams."""
+    if backend != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    db = container.db
+    channel = db.dialect.notify_channel
+    container.live.snapshot()  # the first live stream subscribes to log notifications
+
+    async def listening() -> list[str]:
+        async with db.read() as conn:
+            rows = await conn.execute(
+                sa.text("SELECT query FROM pg_stat_activity WHERE query LIKE :q"),
+                {"q": f'LISTEN "{channel}%'},
+            )
+            return [r[0] for r in rows]
+
+    want = [f'LISTEN "{channel}_log"']  # the last of its LISTENs, after the work channel's
+    deadline = asyncio.get_running_loop().time() + 30
+    while (got := await listening()) != want:
+        assert asyncio.get_running_loop().time() < deadline, got
+        await asyncio.sleep(0.05)
+    waiter = container.notifier.waiter(["command"], [])
+    async with db.write() as conn:
+        await db.dialect.notify_work(conn)  # as another replica's reaper would
+    await asyncio.wait_for(waiter.event.wait(), 30)
+    stream = container.live.snapshot()
+    async with db.write() as conn:
+        await db.dialect.notify_logs(conn)  # as another replica's log append would
+    await asyncio.wait_for(stream.wait(), 30)
+    assert await listening() == want
