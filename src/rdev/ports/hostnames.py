@@ -107,4 +107,3 @@ class ProjectLookup(Protocol):
     async def list(self, only: builtins.list[str] | None = None) -> Sequence[NamedProject]:
         """All projects by name, or those whose id or name is in ``only``."""
         ...
-

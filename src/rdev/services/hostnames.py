@@ -431,4 +431,3 @@ class HostnameService:
 
     def _is_stale(self, alias: AliasRecord) -> bool:
         return _aware(alias.created_at) < self._stale_before()
-
