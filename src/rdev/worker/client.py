@@ -4,14 +4,47 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any
+from datetime import datetime
+from typing import Any, TypedDict, TypeVar
 
 import httpx
 import structlog
+from pydantic import TypeAdapter, ValidationError
 
 from rdev.domain.models import BuildResult, ClaimedTask
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+
+class Registered(TypedDict):
+    """The server's answer to a registration: our id, and how often to prove we live."""
+
+    worker_id: str
+    lease_seconds: float
+    heartbeat_interval_seconds: float
+
+
+class HeartbeatAnswer(TypedDict):
+    """The new lease expiry per task, and the tasks whose builds were asked to cancel."""
+
+    leases: dict[str, datetime]
+    cancel: list[str]
+
+
+# The answers are checked when they arrive, so a wrong one fails here, not deep in the loop.
+_REGISTERED = TypeAdapter(Registered)
+_HEARTBEAT = TypeAdapter(HeartbeatAnswer)
+_CLAIMED = TypeAdapter(list[ClaimedTask])
+
+
+def _answer(adapter: TypeAdapter[T], data: Any, path: str) -> T:
+    """``data`` as the worker protocol's answer; one that is not is a ProtocolError."""
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        raise ProtocolError(f"{path}: not a worker protocol answer: {exc}") from None
 
 
 class LeaseLost(Exception):
@@ -27,7 +60,8 @@ class ServerUnavailable(Exception):
 
 
 class ProtocolError(Exception):
-    """The server refused the request (4xx other than 409)."""
+    """The server refused the request (4xx other than 409), or its answer was not one the
+    worker protocol allows."""
 
 
 class WorkerClient:
@@ -82,25 +116,23 @@ class WorkerClient:
                 await asyncio.sleep(delay * (0.8 + random.random() * 0.4))
                 delay = min(delay * 2, 5.0)
 
-    async def register(self, info: dict[str, Any], retry_for: float) -> dict[str, Any]:
-        data = await self._call("/workers/register", info, retry_for=retry_for)
+    async def register(self, info: dict[str, Any], retry_for: float) -> Registered:
+        path = "/workers/register"
+        data = _answer(_REGISTERED, await self._call(path, info, retry_for=retry_for), path)
         self.worker_id = data["worker_id"]
-        return data  # type: ignore[no-any-return]
+        return data
 
-    async def heartbeat(self, tasks: dict[str, str]) -> dict[str, Any]:
-        return await self._call(  # type: ignore[no-any-return]
-            f"/workers/{self.worker_id}/heartbeat",
-            {"tasks": [{"task_id": t, "lease_token": tok} for t, tok in tasks.items()]},
-            retry_for=5.0,
-        )
+    async def heartbeat(self, tasks: dict[str, str]) -> HeartbeatAnswer:
+        path = f"/workers/{self.worker_id}/heartbeat"
+        body = {"tasks": [{"task_id": t, "lease_token": tok} for t, tok in tasks.items()]}
+        return _answer(_HEARTBEAT, await self._call(path, body, retry_for=5.0), path)
 
     async def claim(self, max_tasks: int, wait_seconds: float) -> list[ClaimedTask]:
+        path = f"/workers/{self.worker_id}/claim"
         data = await self._call(
-            f"/workers/{self.worker_id}/claim",
-            {"max_tasks": max_tasks, "wait_seconds": wait_seconds},
-            read_timeout=wait_seconds,
+            path, {"max_tasks": max_tasks, "wait_seconds": wait_seconds}, read_timeout=wait_seconds
         )
-        return [ClaimedTask.model_validate(t) for t in data or []]
+        return _answer(_CLAIMED, data or [], path)
 
     async def append_logs(
         self,
