@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import datetime
-from typing import Any, TypedDict, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import structlog
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from rdev.domain.models import BuildResult, ClaimedTask
 
@@ -18,7 +18,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
-class Registered(TypedDict):
+class Registered(BaseModel):
     """The server's answer to a registration: our id, and how often to prove we live."""
 
     worker_id: str
@@ -26,7 +26,7 @@ class Registered(TypedDict):
     heartbeat_interval_seconds: float
 
 
-class HeartbeatAnswer(TypedDict):
+class HeartbeatAnswer(BaseModel):
     """The new lease expiry per task, and the tasks whose builds were asked to cancel."""
 
     leases: dict[str, datetime]
@@ -119,7 +119,7 @@ class WorkerClient:
     async def register(self, info: dict[str, Any], retry_for: float) -> Registered:
         path = "/workers/register"
         data = _answer(_REGISTERED, await self._call(path, info, retry_for=retry_for), path)
-        self.worker_id = data["worker_id"]
+        self.worker_id = data.worker_id
         return data
 
     async def heartbeat(self, tasks: dict[str, str]) -> HeartbeatAnswer:

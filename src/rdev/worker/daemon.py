@@ -96,12 +96,12 @@ class WorkerDaemon:
         while not stop.is_set():
             try:
                 data = await self.client.register(info, retry_for=5.0)
-                self.lease_seconds = data["lease_seconds"]
-                self.heartbeat_interval = data["heartbeat_interval_seconds"]
+                self.lease_seconds = data.lease_seconds
+                self.heartbeat_interval = data.heartbeat_interval_seconds
                 log.info(
                     "worker registered",
                     worker=self.opts.name,
-                    worker_id=data["worker_id"],
+                    worker_id=data.worker_id,
                     agents=self.opts.agents,
                     unavailable=self.opts.agent_notes,
                 )
@@ -291,7 +291,7 @@ class WorkerDaemon:
             for tid in tasks:
                 if tid in self.running:
                     self.running[tid].lease_expires = sent_at + self.lease_seconds
-            for tid in answer["cancel"]:
+            for tid in answer.cancel:
                 rb = self.running.get(tid)
                 if rb and not rb.cancel.is_set():
                     log.info("cancel requested by the server", task_id=tid)
