@@ -57,7 +57,7 @@ async def get_logs(
     """Log chunks after sequence number ``since``, in order (or live, see the module doc)."""
     if "text/event-stream" in request.headers.get("accept", ""):
         return await stream_response(c, p, task_id, resume_point(last_event_id, since))
-    chunks: list[dict[str, Any]] = list(await c.builds.logs(p, task_id, since))
+    chunks = await c.builds.logs(p, task_id, since)
     return {
         "task_id": task_id,
         "chunks": chunks,
