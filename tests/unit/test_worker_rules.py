@@ -213,6 +213,16 @@ async def test_a_claim_takes_at_most_four_tasks_per_slot() -> None:
     assert len(tasks) == 4
 
 
+async def test_a_worker_registering_again_is_claimed_for_by_its_new_agents_at_once() -> None:
+    w = make_world()
+    wid = await w.register(agents=("command",))
+    await w.service.claim(WORKER, wid, max_tasks=1, wait_seconds=0)  # its registration cached
+    task_id = await w.submit(agent="opencode")
+
+    assert await w.register(agents=("opencode",)) == wid  # same name, same id
+    assert [t.task_id for t in await w.service.claim(WORKER, wid, 1, 0)] == [task_id]
+
+
 async def test_a_claim_without_the_workers_run_scope_is_forbidden() -> None:
     w = make_world()
     wid = await w.register()
