@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from rdev.domain.events import BuildFinished, BuildsClaimed
 from rdev.domain.models import BuildStatus
+from rdev.ports.queue import QueueStats
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +51,7 @@ class StatsSource(Protocol):
 
 
 class QueueStatsSource(Protocol):
-    async def queue_stats(self) -> dict[str, Any]: ...
+    async def queue_stats(self) -> QueueStats: ...
 
 
 def record_delivery(outcome: str) -> None:

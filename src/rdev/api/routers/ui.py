@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, FastAPI, Header, Request
@@ -26,7 +26,10 @@ from rdev.api.deps import ContainerDep
 from rdev.api.routers.logs import resume_point, stream_response
 from rdev.domain.auth import Principal
 from rdev.domain.errors import DomainError, Unauthorized
-from rdev.domain.models import BuildStatus
+from rdev.domain.models import Build, BuildStatus
+
+if TYPE_CHECKING:
+    from rdev.bootstrap import Container
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 COOKIE = "rdev_ui_token"
@@ -150,7 +153,9 @@ async def logout(request: Request, c: ContainerDep) -> Response:
 
 
 # -- builds -----------------------------------------------------------------------------------
-async def _builds(c: Any, p: Principal, status: str | None, project: str | None) -> list[Any]:
+async def _builds(
+    c: Container, p: Principal, status: str | None, project: str | None
+) -> list[Build]:
     statuses = [status] if status in STATUSES else None
     items, _ = await c.builds.list(p, project or None, statuses, 100, None)
     return items
