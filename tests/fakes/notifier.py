@@ -12,6 +12,8 @@ import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from rdev.ports.notifier import Waiter
+
 
 @dataclass(eq=False)
 class FakeWaiter:
@@ -32,8 +34,8 @@ class FakeClaimNotifier:
         self._waiters.append(w)
         return w
 
-    def forget(self, waiter: FakeWaiter) -> None:
-        if waiter in self._waiters:
+    def forget(self, waiter: Waiter) -> None:
+        if isinstance(waiter, FakeWaiter) and waiter in self._waiters:
             self._waiters.remove(waiter)
 
     def wake(self) -> None:

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable
 import structlog
 from sqlalchemy import func, select
 
+from rdev.ports.notifier import Waiter as WaiterPort
+
 from .dialects import QUEUED
 from .engine import Database
 from .stamps import utcnow
@@ -66,8 +68,9 @@ class WorkNotifier:
         self._waiters[w] = None
         return w
 
-    def forget(self, waiter: Waiter) -> None:
-        self._waiters.pop(waiter, None)
+    def forget(self, waiter: WaiterPort) -> None:
+        if isinstance(waiter, Waiter):  # only this notifier's waiters are registered here
+            self._waiters.pop(waiter, None)
 
     def wake(self) -> None:
         """Wake every waiter."""
