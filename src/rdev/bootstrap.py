@@ -15,14 +15,18 @@ import structlog
 
 from rdev.adapters.ci import build_ci_provider
 from rdev.adapters.db.builds import SqlBuildStore
+from rdev.adapters.db.ci_links import SqlCILinkStore
+from rdev.adapters.db.deliveries import SqlDeliveryStore
 from rdev.adapters.db.engine import Database
 from rdev.adapters.db.hostnames import SqlHostnameStore
 from rdev.adapters.db.idempotency import SqlIdempotencyStore
 from rdev.adapters.db.leases import SqlLeaseReader
+from rdev.adapters.db.live import LiveSignal
 from rdev.adapters.db.migrate import upgrade
 from rdev.adapters.db.notify import WorkNotifier
 from rdev.adapters.db.projects import SqlProjectStore
 from rdev.adapters.db.queue import SqlWorkQueue
+from rdev.adapters.db.stats import SqlStats
 from rdev.adapters.db.tokens import SqlTokenStore
 from rdev.adapters.db.workers import SqlWorkerStore
 from rdev.adapters.dns.reconcile import reconcile as dns_reconcile
@@ -30,18 +34,20 @@ from rdev.adapters.repohost.git_http import GitSmartHTTPApp
 from rdev.adapters.repohost.gitea import GiteaRepoHost
 from rdev.adapters.repohost.local import LocalRepoHost
 from rdev.adapters.templates import FolderTemplateProvider, builtin_templates_dir
-from rdev.adapters.webhooks import HttpWebhookSender, new_secret
+from rdev.adapters.webhooks import HttpWebhookSender, new_secret, next_delay
 from rdev.config import Settings
 from rdev.domain.events import BuildFinished, BuildsClaimed, ProjectDeleted
 from rdev.domain.hostnames import effective_zones
 from rdev.ports.ci import CIProvider, CISettings
 from rdev.ports.repohost import RepoHost
+from rdev.ports.templates import TemplateProvider
 from rdev.services.builds import BuildService
 from rdev.services.ci_linker import CILinker
 from rdev.services.ci_settings import CISettingsService
 from rdev.services.create_and_build import CreateAndBuildService
 from rdev.services.events import EventBus
 from rdev.services.hostnames import HostnameService
+from rdev.services.metrics import Metrics
 from rdev.services.pipelines import PipelineService
 from rdev.services.projects import ProjectService
 from rdev.services.repos import GitAccess, TaskGitCredentials, local_repository_remover
@@ -70,16 +76,15 @@ class Container:
     events: EventBus
     #: Project hostnames and DNS aliases (``/projects/{id}/domains``, ``rdev domains``).
     hostnames: HostnameService
-    # Feature services wired below (None when not configured).
-    templates: Any = None
-    pipelines: PipelineService | None = None
-    ci_linker: CILinker | None = None
-    webhooks: WebhookService | None = None
-    metrics: Any = None
-    live: Any = None
-    repo_hosts: dict[str, RepoHost] = field(default_factory=dict)
-    create_and_build: CreateAndBuildService | None = None
-    git_http: GitSmartHTTPApp | None = None  # local repositories over HTTP, mounted at /git
+    templates: TemplateProvider
+    pipelines: PipelineService
+    ci_linker: CILinker
+    webhooks: WebhookService
+    metrics: Metrics
+    live: LiveSignal
+    repo_hosts: dict[str, RepoHost]
+    create_and_build: CreateAndBuildService
+    git_http: GitSmartHTTPApp  # local repositories over HTTP, mounted at /git
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     embedded_worker: asyncio.Task[Any] | None = None
     embedded_worker_stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -101,18 +106,16 @@ class Container:
                     name="rdev-reaper",
                 )
             )
-            if self.webhooks is not None:
-                self.background.append(
-                    asyncio.create_task(
-                        self.webhooks.run(self.stop_event), name="rdev-webhook-dispatcher"
-                    )
+            self.background.append(
+                asyncio.create_task(
+                    self.webhooks.run(self.stop_event), name="rdev-webhook-dispatcher"
                 )
-            if self.ci_linker is not None:
-                self.background.append(
-                    asyncio.create_task(
-                        self.ci_linker.run_linker(self.stop_event), name="rdev-ci-linker"
-                    )
+            )
+            self.background.append(
+                asyncio.create_task(
+                    self.ci_linker.run_linker(self.stop_event), name="rdev-ci-linker"
                 )
+            )
 
     async def stop(self) -> None:
         self.stop_event.set()
@@ -128,7 +131,13 @@ class Container:
 
 
 def build_container(settings: Settings) -> Container:
+    """The server's object graph, built in dependency order and read top to bottom.
+
+    Every service gets its collaborators in its constructor; what follows a stored fact
+    (a claim, a result, a project's deletion) is the list of subscriptions at the end.
+    """
     db = Database(settings.resolved_database_url)
+    stop = asyncio.Event()
     events = EventBus()  # services publish stored facts; subscribers are wired at the end
     notifier = WorkNotifier(db)
     project_store = SqlProjectStore(db)
@@ -136,9 +145,8 @@ def build_container(settings: Settings) -> Container:
     queue = SqlWorkQueue(db, notifier)
     worker_store = SqlWorkerStore(db)
     tokens = TokenService(SqlTokenStore(db))
-    # DNS aliases (issue 8): the HostnameService. A new project's canonical hostname must
-    # not be an alias (ProjectService asks it); a deleted project's CNAMEs are removed
-    # (it subscribes to ProjectDeleted, below).
+    # DNS aliases (issue 8): a new project's canonical hostname must not be an alias
+    # (ProjectService asks), a deleted project's CNAMEs are removed (a subscription, below).
     hostnames = HostnameService(
         SqlHostnameStore(db),
         project_store,
@@ -193,7 +201,62 @@ def build_container(settings: Settings) -> Container:
         retry_delay_seconds=settings.retry_delay_seconds,
         max_retryable_failures=settings.max_retryable_failures,
     )
-    container = Container(
+    # CI (issue 7): the pipelines proxy and the CI linker (it follows pushed builds: a
+    # BuildFinished subscription, below), with the same provider factory as the CI check.
+    pipelines = PipelineService(projects, ci_provider)
+    ci_linker = CILinker(
+        SqlCILinkStore(db),
+        ci_provider,
+        poll_interval=settings.ci_poll_interval_seconds,
+        link_timeout=settings.ci_link_timeout_seconds,
+    )
+    # Watching builds (issue 9): the metrics registry; live log streams' wake-ups.
+    live = LiveSignal(db, stop=stop)
+    metrics = Metrics(
+        stats=SqlStats(db), queue=queue, offline_after_seconds=settings.worker_offline_after_seconds
+    )
+    # Build callbacks (issue 5): the outbox dispatcher (every attempt counted in the metrics)
+    # and the deliveries API. The rows are written with the status change, the URL is
+    # checked at submit (BuildService above), projects get their signing secret at creation.
+    webhooks = WebhookService(
+        store=SqlDeliveryStore(db),
+        sender=webhook_sender,
+        delay=next_delay,
+        max_attempts=settings.webhook_max_attempts,
+        timeout=settings.webhook_timeout_seconds,
+        on_attempt=metrics.record_delivery,
+    )
+    # Repo hosts, git over HTTP at /git, create-and-build (issue 6).
+    serve_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+    local_host = LocalRepoHost(
+        (settings.data_dir / "repos").resolve(),
+        settings.public_url or f"http://{serve_host}:{settings.port}",
+    )
+    repo_hosts: dict[str, RepoHost] = {"local": local_host}
+    if settings.gitea_url and settings.gitea_token:
+        repo_hosts["gitea"] = GiteaRepoHost(
+            settings.gitea_url, settings.gitea_token.get_secret_value()
+        )
+    git_http = GitSmartHTTPApp(local_host.repos_dir, GitAccess(tokens, project_store, task_git))
+    create_and_build = CreateAndBuildService(
+        projects=projects,
+        builds=builds,
+        templates=templates,
+        repo_hosts=repo_hosts,
+        idempotency=SqlIdempotencyStore(db),
+        default_host=settings.repo_host,
+    )
+    # -- what follows a claim and a result: subscribers run in this order; one that fails
+    # is logged and skipped (the stored claim or result stands) --
+    events.subscribe(BuildsClaimed, webhooks.on_builds_claimed)  # build.started: send soon
+    events.subscribe(BuildsClaimed, metrics.observe_claims)  # claim latency
+    events.subscribe(BuildFinished, webhooks.on_build_complete)  # the callback: send soon
+    events.subscribe(BuildFinished, ci_linker.on_build_complete)  # follow a pushed commit
+    events.subscribe(BuildFinished, metrics.observe_completion)  # build duration
+    # -- what follows a project's deletion --
+    events.subscribe(ProjectDeleted, hostnames.on_project_deleted)  # its aliases' CNAMEs
+    events.subscribe(ProjectDeleted, local_repository_remover(local_host))  # delete_repository
+    return Container(
         settings=settings,
         db=db,
         notifier=notifier,
@@ -203,78 +266,18 @@ def build_container(settings: Settings) -> Container:
         workers=workers,
         queue=queue,
         events=events,
-        templates=templates,
         hostnames=hostnames,
-    )
-    # -- feature wiring (one block per feature) --
-    # CI (issue 7): the pipelines proxy and the CI linker (which follows pushed builds: it
-    # subscribes to BuildFinished, below), building providers with the same ci_provider as
-    # the projects' CI settings check.
-    from rdev.adapters.db.ci_links import SqlCILinkStore
-
-    container.pipelines = PipelineService(projects, ci_provider)
-    container.ci_linker = ci_linker = CILinker(
-        SqlCILinkStore(db),
-        ci_provider,
-        poll_interval=settings.ci_poll_interval_seconds,
-        link_timeout=settings.ci_link_timeout_seconds,
-    )
-    # Watching builds (issue 9): metrics registry per container; live log stream wake-ups.
-    from rdev.adapters.db.live import LiveSignal
-    from rdev.adapters.db.stats import SqlStats
-    from rdev.services.metrics import Metrics
-
-    container.live = LiveSignal(db, stop=container.stop_event)
-    container.metrics = Metrics(
-        stats=SqlStats(db), queue=queue, offline_after_seconds=settings.worker_offline_after_seconds
-    )
-    # Build callbacks (issue 5): the outbox dispatcher (every attempt counted in the metrics)
-    # and the deliveries API. The rows are written with the status change, the URL is
-    # checked at submit (BuildService above), projects get their signing secret at creation.
-    from rdev.adapters.db.deliveries import SqlDeliveryStore
-    from rdev.adapters.webhooks import next_delay
-
-    container.webhooks = webhooks = WebhookService(
-        store=SqlDeliveryStore(db),
-        sender=webhook_sender,
-        delay=next_delay,
-        max_attempts=settings.webhook_max_attempts,
-        timeout=settings.webhook_timeout_seconds,
-        on_attempt=container.metrics.record_delivery,
-    )
-    # Repo hosts, git over HTTP at /git, create-and-build (issue 6).
-    serve_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
-    local_host = LocalRepoHost(
-        (settings.data_dir / "repos").resolve(),
-        settings.public_url or f"http://{serve_host}:{settings.port}",
-    )
-    container.repo_hosts["local"] = local_host
-    if settings.gitea_url and settings.gitea_token:
-        container.repo_hosts["gitea"] = GiteaRepoHost(
-            settings.gitea_url, settings.gitea_token.get_secret_value()
-        )
-    container.git_http = GitSmartHTTPApp(
-        local_host.repos_dir, GitAccess(tokens, project_store, task_git)
-    )
-    container.create_and_build = CreateAndBuildService(
-        projects=projects,
-        builds=builds,
         templates=templates,
-        repo_hosts=container.repo_hosts,
-        idempotency=SqlIdempotencyStore(db),
-        default_host=settings.repo_host,
+        pipelines=pipelines,
+        ci_linker=ci_linker,
+        webhooks=webhooks,
+        metrics=metrics,
+        live=live,
+        repo_hosts=repo_hosts,
+        create_and_build=create_and_build,
+        git_http=git_http,
+        stop_event=stop,
     )
-    # -- what follows a claim and a result: subscribers run in this order; one that fails
-    # is logged and skipped (the stored claim or result stands) --
-    events.subscribe(BuildsClaimed, webhooks.on_builds_claimed)  # build.started: send soon
-    events.subscribe(BuildsClaimed, container.metrics.observe_claims)  # claim latency
-    events.subscribe(BuildFinished, webhooks.on_build_complete)  # the callback: send soon
-    events.subscribe(BuildFinished, ci_linker.on_build_complete)  # follow a pushed commit
-    events.subscribe(BuildFinished, container.metrics.observe_completion)  # build duration
-    # -- what follows a project's deletion --
-    events.subscribe(ProjectDeleted, hostnames.on_project_deleted)  # its aliases' CNAMEs
-    events.subscribe(ProjectDeleted, local_repository_remover(local_host))  # delete_repository
-    return container
 
 
 def build_worker(

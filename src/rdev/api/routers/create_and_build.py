@@ -10,7 +10,6 @@ from pydantic import BaseModel
 from rdev.api.deps import ContainerDep, PrincipalDep, scoped
 from rdev.api.routers.builds import links as build_links
 from rdev.api.schemas import CreateAndBuildRequest, ProjectOut
-from rdev.domain.errors import NotFound
 from rdev.domain.models import BuildStatus
 
 router = APIRouter(tags=["projects"])
@@ -45,8 +44,6 @@ async def create_and_build(
     Unless ``build.template`` is given, the build uses the project's template and variables.
     With an ``Idempotency-Key`` a retried request gets the first answer back.
     """
-    if c.create_and_build is None:
-        raise NotFound("create-and-build is not available on this server")
     outcome = await c.create_and_build.run(p, body.to_domain(), idempotency_key)
     project = ProjectOut.of(outcome.project)
     response.headers["Location"] = f"/projects/{outcome.project.id}"

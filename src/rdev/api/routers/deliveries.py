@@ -10,7 +10,6 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from rdev.api.deps import ContainerDep, PrincipalDep
-from rdev.domain.errors import Conflict
 from rdev.ports.deliveries import Delivery, DeliveryState
 from rdev.services.webhooks import WebhookService
 
@@ -53,8 +52,6 @@ class DeliveryList(BaseModel):
 
 
 def _webhooks(c: Container) -> WebhookService:
-    if c.webhooks is None:
-        raise Conflict("build callbacks are not enabled on this server")
     return c.webhooks
 
 

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from rdev.api.deps import ContainerDep, PrincipalDep
-from rdev.domain.errors import Conflict
 from rdev.ports.ci import Pipeline
 
 router = APIRouter(prefix="/projects", tags=["pipelines"])
@@ -84,8 +83,6 @@ async def list_pipelines(
 ) -> list[PipelineOut]:
     """Scopes: projects:read or builds:read. Errors: 409 no CI configured, 502 CI token
     rejected or CI unreachable, 504 CI timeout, 404 unknown CI repository."""
-    if c.pipelines is None:
-        raise Conflict("the CI proxy is not enabled on this server")
     items = await c.pipelines.list_pipelines(
         p, project_id, page=page, per_page=per_page, branch=branch, event=event, status=status
     )
@@ -110,6 +107,4 @@ async def get_pipeline(
     c: ContainerDep,
     p: PrincipalDep,
 ) -> PipelineOut:
-    if c.pipelines is None:
-        raise Conflict("the CI proxy is not enabled on this server")
     return PipelineOut.of(await c.pipelines.get_pipeline(p, project_id, number))

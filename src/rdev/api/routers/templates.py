@@ -8,7 +8,6 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from rdev.api.deps import ContainerDep, PrincipalDep
-from rdev.domain.errors import NotFound
 from rdev.ports.templates import Template
 
 router = APIRouter(prefix="/templates", tags=["templates"])
@@ -62,8 +61,6 @@ class TemplateDetailOut(TemplateOut):
 
 
 def _provider(c: Any) -> Any:
-    if c.templates is None:
-        raise NotFound("templates are not available on this server")
     return c.templates
 
 
