@@ -274,11 +274,10 @@ async def test_a_retry_coming_due_reaches_a_waiting_claimer_without_a_new_submit
     assert [t["task_id"] for t in again.json()] == [b["task_id"]]
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])  # LISTEN/NOTIFY is PostgreSQL's
 async def test_a_replica_listens_for_claims_and_live_logs_on_one_connection(container, backend):
     """One LISTEN connection per replica carries both wake-ups: other replicas' work
     notifications wake waiting claimers, their log notifications wake live streams."""
-    if backend != "postgresql":
-        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
     db = container.db
     channel = db.dialect.notify_channel
     container.live.snapshot()  # the first live stream subscribes to log notifications
