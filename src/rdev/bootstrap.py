@@ -22,7 +22,7 @@ from rdev.adapters.db.hostnames import SqlHostnameStore
 from rdev.adapters.db.idempotency import SqlIdempotencyStore
 from rdev.adapters.db.leases import SqlLeaseReader
 from rdev.adapters.db.live import LiveSignal
-from rdev.adapters.db.migrate import upgrade
+from rdev.adapters.db.migrate import current_revision, head_revision, upgrade
 from rdev.adapters.db.notify import WorkNotifier
 from rdev.adapters.db.projects import SqlProjectStore
 from rdev.adapters.db.queue import SqlWorkQueue
@@ -36,6 +36,7 @@ from rdev.adapters.repohost.local import LocalRepoHost
 from rdev.adapters.templates import FolderTemplateProvider, builtin_templates_dir
 from rdev.adapters.webhooks import HttpWebhookSender, new_secret, next_delay
 from rdev.config import Settings
+from rdev.domain.errors import NotReady
 from rdev.domain.events import BuildFinished, BuildsClaimed, ProjectDeleted
 from rdev.domain.hostnames import effective_zones
 from rdev.ports.ci import CIProvider, CISettings
@@ -116,6 +117,20 @@ class Container:
                     self.ci_linker.run_linker(self.stop_event), name="rdev-ci-linker"
                 )
             )
+
+    async def readiness(self) -> dict[str, str]:
+        """What ``/readyz`` answers: the database is reachable and at this code's schema.
+
+        Raises DatabaseUnavailable (503) when the database cannot be reached, and
+        NotReady (503) when its migrations are behind or ahead of this code.
+        """
+        current, head = await current_revision(self.db), head_revision()
+        if current != head:
+            raise NotReady(
+                f"the database schema is at migration {current or 'none'}, this server "
+                f"needs {head}; run 'rdev migrate'"
+            )
+        return {"status": "ready", "database": self.db.dialect.name, "migration": head or ""}
 
     async def stop(self) -> None:
         self.stop_event.set()

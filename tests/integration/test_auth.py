@@ -11,7 +11,15 @@ from tests.conftest import make_token
 from tests.factories import create_project, register_worker, submit
 
 #: Endpoints anyone may call.
-PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/metrics"}
+PUBLIC = {
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/metrics",
+}
 WORKER_PROTOCOL = re.compile(
     r"^/workers/\{worker_id\}/|^/workers/register$|^/builds/\{task_id\}/logs$"
 )

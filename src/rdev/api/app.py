@@ -65,7 +65,7 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            if status >= 400 or path != "/healthz":
+            if status >= 400 or path not in ("/healthz", "/readyz"):  # probes: quiet
                 log.info(
                     "request",
                     method=scope.get("method"),

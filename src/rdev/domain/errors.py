@@ -100,6 +100,21 @@ class ShuttingDown(DomainError):
     status = 503
 
 
+class DatabaseUnavailable(DomainError):
+    """The database cannot be reached (down, restarting, out of connections, locked past
+    its timeout). Nothing was changed; the same request can be sent again shortly."""
+
+    code = "database-unavailable"
+    status = 503
+
+
+class NotReady(DomainError):
+    """The server runs but cannot serve yet (e.g. its database schema is not this code's)."""
+
+    code = "not-ready"
+    status = 503
+
+
 class StorageInconsistent(DomainError):
     """Stored rows break an invariant the stores keep (e.g. a queued work task whose build
     is not pending): a bug or a manual edit, never the caller's fault. Nothing is written."""

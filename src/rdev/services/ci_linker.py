@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from rdev.domain.ci_links import CILinkState, CIProgress, check_link_transition
-from rdev.domain.errors import DomainError
+from rdev.domain.errors import DatabaseUnavailable, DomainError
 from rdev.domain.events import BuildFinished
 from rdev.domain.models import BuildStatus
 from rdev.domain.secrets import SecretScrubber
@@ -98,6 +98,8 @@ class CILinker:
             try:
                 await self.check_due()
                 due = await self.links.next_due()
+            except DatabaseUnavailable:
+                due = None  # the database logs the outage once; the next pass tries again
             except Exception:
                 log.exception("ci linker pass failed")
                 due = None

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from rdev.domain.auth import Principal
-from rdev.domain.errors import ValidationFailed
+from rdev.domain.errors import DatabaseUnavailable, ValidationFailed
 from rdev.domain.events import BuildFinished, BuildsClaimed
 from rdev.ports.deliveries import (
     Delivery,
@@ -124,6 +124,8 @@ class WebhookService:
                 self._wake.clear()
                 try:
                     await self.dispatch_due()
+                except DatabaseUnavailable:
+                    pass  # the database logs the outage once; the next pass tries again
                 except Exception:
                     log.exception("webhook dispatch pass failed")
                 await self._idle(stop)

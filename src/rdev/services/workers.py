@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 
 from rdev.domain.auth import Principal
-from rdev.domain.errors import Forbidden, ShuttingDown
+from rdev.domain.errors import DatabaseUnavailable, Forbidden, ShuttingDown
 from rdev.domain.events import BuildFinished, BuildsClaimed
 from rdev.domain.models import BuildResult, BuildStatus, ClaimedTask, WorkerInfo
 from rdev.ports.credentials import ClaimCredentials
@@ -250,6 +250,8 @@ class WorkerService:
         while not stop.is_set():
             try:
                 await self.reap()
+            except DatabaseUnavailable:
+                pass  # the database logs the outage once; the next pass tries again
             except Exception:
                 log.exception("reaper pass failed")
             with contextlib.suppress(TimeoutError):

@@ -6,10 +6,33 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import structlog
 from sqlalchemy import event, make_url, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from rdev.domain.errors import DatabaseUnavailable
+
 from .dialects import Dialect, dialect_for
+
+log = structlog.get_logger(__name__)
+
+#: How long a PostgreSQL connection attempt may take before the request answers 503.
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means "the database cannot be reached now", not "this query is wrong".
+
+    Connection refused or lost, the pool exhausted, SQLite locked past its busy timeout or
+    its file unopenable: a retry may succeed. A schema or SQL error (SQLite reports
+    ``no such table`` as an OperationalError too) is a bug and stays one.
+    """
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return not str(exc.orig).startswith(("no such ", "table ", "near "))
+    return isinstance(exc, sa_exc.TimeoutError | ConnectionError)
 
 
 class Database:
@@ -17,6 +40,7 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 20) -> None:
         self.url = make_url(url)
+        self._outage = False
         if self.url.get_backend_name() == "sqlite":
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +57,7 @@ class Database:
             # them), and the rest can idle out.
             self.engine = create_async_engine(
                 self.url,
+                connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 pool_pre_ping=False,
@@ -46,9 +71,31 @@ class Database:
             self._single = self._reader
 
     @asynccontextmanager
+    async def _available(self) -> AsyncIterator[None]:
+        """Turn "cannot reach the database" into :class:`DatabaseUnavailable` (a 503).
+
+        Logged once per outage (when the first failure follows a success) and once when it
+        ends, not once per request: an outage of a busy server is hundreds of requests.
+        """
+        try:
+            yield
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            if not self._outage:
+                self._outage = True
+                log.error("database unavailable", error=_first_line(exc, self.url.password))
+            raise DatabaseUnavailable(
+                "the database is unavailable; nothing was changed, try again shortly"
+            ) from None
+        if self._outage:
+            self._outage = False
+            log.info("database reachable again")
+
+    @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: committed on success, rolled back on error."""
-        async with self.dialect.write_guard(), self._writer.begin() as conn:
+        async with self._available(), self.dialect.write_guard(), self._writer.begin() as conn:
             yield conn
 
     @asynccontextmanager
@@ -59,12 +106,12 @@ class Database:
         is an ordinary write transaction. Never run two statements that must commit
         together on it.
         """
-        async with self.dialect.write_guard(), self._single.begin() as conn:
+        async with self._available(), self.dialect.write_guard(), self._single.begin() as conn:
             yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._reader.connect() as conn:
+        async with self._available(), self._reader.connect() as conn:
             yield conn
 
     async def ping(self) -> None:
@@ -92,3 +139,10 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
     def _on_begin(conn):  # type: ignore[no-untyped-def]
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _first_line(exc: BaseException, password: str | None) -> str:
+    """The driver's own message, first line only, never with the password in it."""
+    orig = getattr(exc, "orig", None) or exc
+    line = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return line.replace(password, "***") if password else line

@@ -6,7 +6,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .engine import Database
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -27,3 +31,19 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
     async with engine.begin() as conn:
         await conn.run_sync(run)
+
+
+def head_revision() -> str | None:
+    """The newest migration this code ships."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def current_revision(db: Database) -> str | None:
+    """The migration the database is at (None before the first one); raises
+    DatabaseUnavailable when it cannot be reached."""
+
+    def read(sync_conn) -> str | None:  # type: ignore[no-untyped-def]
+        return MigrationContext.configure(sync_conn).get_current_revision()
+
+    async with db.read() as conn:
+        return await conn.run_sync(read)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 import structlog
 from sqlalchemy import func, select
 
+from rdev.domain.errors import DatabaseUnavailable
 from rdev.ports.notifier import Waiter as WaiterPort
 
 from .dialects import QUEUED
@@ -123,7 +124,8 @@ class WorkNotifier:
             try:
                 kinds = await self._claimable_kinds()
             except Exception as exc:  # noqa: BLE001 - cannot tell: let every waiter look
-                log.warning("claim re-check failed", error=str(exc))
+                if not isinstance(exc, DatabaseUnavailable):  # an outage is logged once
+                    log.warning("claim re-check failed", error=str(exc))
                 self.wake()
                 continue
             for agent, labels_key, count in kinds:
