@@ -312,7 +312,12 @@ def build_worker(
     from rdev.ports.git import GitAuthor
     from rdev.worker.client import WorkerClient
     from rdev.worker.daemon import WorkerDaemon, WorkerOptions
-    from rdev.worker.executor import DEFAULT_PRIVATE_PATHS, BuildExecutor, ExecutorConfig
+    from rdev.worker.executor import (
+        DEFAULT_PRIVATE_PATHS,
+        BuildExecutor,
+        ExecutorConfig,
+        worker_workdir_root,
+    )
 
     agents = build_agents(agent_options(settings))
     names, notes = offered(agents)
@@ -328,7 +333,7 @@ def build_worker(
         git,
         {n: agents[n] for n in names},
         ExecutorConfig(
-            workdir_root=settings.worker_workdir,
+            workdir_root=worker_workdir_root(settings.worker_workdir, name),
             keep_failed_workdirs=settings.keep_failed_workdirs,
             author=GitAuthor(settings.git_author_name, settings.git_author_email),
             default_timeout_seconds=settings.default_timeout_seconds,

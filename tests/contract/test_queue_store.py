@@ -256,6 +256,28 @@ async def test_a_retry_waits_for_its_delay_and_a_cancelled_result_is_never_retri
     assert (await world.builds.get(cancelled.task_id)).status == BuildStatus.CANCELLED
 
 
+async def test_releasing_a_restarted_worker_takes_back_only_its_leases_at_once(
+    world: World,
+) -> None:
+    mine = await world.submit()
+    spent = await world.submit(max_attempts=1)
+    theirs = await world.submit()
+    await claim(world, n=2, lease=3600, worker="w1")
+    [other] = await claim(world, lease=3600, worker="w2")
+
+    assert await world.queue.release_worker("w1") == 2
+    assert await world.queue.release_worker("w1") == 0
+
+    again = await world.builds.get(mine.task_id)
+    assert again.status == BuildStatus.PENDING
+    assert (await world.builds.events(mine.task_id))[-1].reason == "worker restarted; requeued"
+    assert (await world.builds.get(spent.task_id)).status == BuildStatus.FAILED
+    assert other.task_id == theirs.task_id
+    assert (await world.builds.get(theirs.task_id)).status == BuildStatus.RUNNING
+    [reclaimed] = await claim(world, worker="w3")
+    assert reclaimed.task_id == mine.task_id and reclaimed.attempt == 2
+
+
 async def test_the_reaper_requeues_expired_leases_and_ends_builds_out_of_attempts(
     world: World,
 ) -> None:

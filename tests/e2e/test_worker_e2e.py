@@ -313,3 +313,35 @@ async def test_worker_rides_out_a_server_restart_mid_build(rdev_server, git_serv
     assert build["attempts"] == 1  # the same run reported its result: nothing re-ran
     assert build["result"]["commit_sha"] == git_server.head(project["name"], "main")
     assert worker.alive()
+
+
+# A 600 s lease: only the restart, not the reaper, can give the build back in this test.
+@pytest.mark.server_env(RDEV_LEASE_SECONDS="600")
+async def test_a_worker_restarted_under_its_name_takes_back_its_dead_predecessors_build(
+    rdev_server, git_server, tmp_path
+):
+    """...at once (not after the lease), and removes the workdir the dead process left."""
+    started, release, work = tmp_path / "started", tmp_path / "release", tmp_path / "work"
+    agent = f"touch {started}; while [ ! -e {release} ]; do sleep 0.1; done; echo after > a.txt"
+    async with rdev_server.client() as api:
+        project = await _project(api, git_server)
+        token = await rdev_server.token(["workers:run"])
+        env = {"RDEV_COMMAND_AGENT": agent}
+        first = rdev_server.start_worker(token, name="steady", env=env, workdir=work)
+        task_id = await _submit(api, project["name"], auto_commit=True, auto_push=True)
+        await _until("the agent started", started.exists)
+        left = list((work / "rdev-worker-steady").iterdir())
+        await asyncio.to_thread(first.kill, signal.SIGKILL)  # no result, no goodbye
+        release.touch()  # the next run of the agent ends at once
+        rdev_server.start_worker(token, name="steady", env=env, workdir=work)
+        build = await wait_for_status(api, task_id, {"completed", "failed"})
+        events = (await api.get(f"/builds/{task_id}/events")).json()
+
+    assert build["status"] == "completed", build
+    assert build["attempts"] == 2
+    assert [(e["to"], e["reason"]) for e in events[1:3]] == [
+        ("running", "claimed"),
+        ("pending", "worker restarted; requeued"),
+    ]
+    assert build["result"]["commit_sha"] == git_server.head(project["name"], "main")
+    assert len(left) == 1 and not left[0].exists()  # swept; the new run cleaned up its own

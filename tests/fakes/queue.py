@@ -5,6 +5,7 @@ completion with retries, the reaper) without SQL. Time comes from the data's clo
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -237,13 +238,23 @@ class FakeWorkQueue:
 
     async def reap_expired(self, limit: int = 100) -> int:
         now = self.data.clock()
+        return self._take_back(
+            lambda t: t.lease_expires_at is not None and t.lease_expires_at < now,
+            reason="lease expired (worker lost); requeued",
+            limit=limit,
+        )
+
+    async def release_worker(self, worker_id: str) -> int:
+        return self._take_back(
+            lambda t: t.worker_id == worker_id, reason="worker restarted; requeued", limit=10_000
+        )
+
+    def _take_back(self, which: Callable[[Any], bool], *, reason: str, limit: int) -> int:
+        now = self.data.clock()
         expired = [
             r
             for r in sorted(self.data.rows.values(), key=lambda r: r.id)
-            if r.task is not None
-            and r.task.state == "leased"
-            and r.task.lease_expires_at is not None
-            and r.task.lease_expires_at < now
+            if r.task is not None and r.task.state == "leased" and which(r.task)
         ][:limit]
         requeued = 0
         for r in expired:
@@ -266,11 +277,7 @@ class FakeWorkQueue:
                 r.task = None
             else:
                 self.data.move(
-                    r,
-                    BuildStatus.PENDING,
-                    actor="reaper",
-                    reason="lease expired (worker lost); requeued",
-                    worker_id=None,
+                    r, BuildStatus.PENDING, actor="reaper", reason=reason, worker_id=None
                 )
                 r.task.state, r.task.lease_token = "queued", None
                 r.task.lease_expires_at, r.task.worker_id = None, None

@@ -239,6 +239,11 @@ class WorkerRegister(BaseModel):
     agent_notes: dict[str, str] = Field(default_factory=dict)
     slots: int = Field(default=1, ge=1, le=256)
     version: str | None = None
+    new_process: bool = Field(
+        default=False,
+        description="First registration of a new worker process: leases the name still "
+        "holds are its previous process's and are taken back at once.",
+    )
 
 
 class WorkerRegistered(BaseModel):

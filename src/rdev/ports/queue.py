@@ -113,4 +113,9 @@ class WorkQueue(Protocol):
         or attempts used up). Returns how many leases were taken back."""
         ...
 
+    async def release_worker(self, worker_id: str) -> int:
+        """Take back every lease ``worker_id`` holds, by the reaper's rule, without waiting
+        for them to expire (the worker's process is known to be gone). Returns how many."""
+        ...
+
     async def queue_stats(self) -> QueueStats: ...

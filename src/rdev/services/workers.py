@@ -89,9 +89,17 @@ class WorkerService:
         agent_notes: dict[str, str] | None = None,
         slots: int = 1,
         version: str | None = None,
+        new_process: bool = False,
     ) -> str:
         """Idempotent by name; the worker's cached registration is dropped, so the next
-        claim sees its new agents, labels and slots."""
+        claim sees its new agents, labels and slots.
+
+        ``new_process``: the first registration of a freshly started worker process. Any
+        lease the name still holds belongs to the process before it, which is gone (a
+        crash, a kill, an all-in-one restart): those builds are taken back at once instead
+        of waiting out their lease. A process re-registering later (the server forgot it)
+        sends False and keeps its leases.
+        """
         principal.require("workers:run")
         wid = await self.workers.register(
             name=name,
@@ -103,6 +111,10 @@ class WorkerService:
             version=version,
         )
         self._worker_cache.pop(wid, None)
+        if new_process:
+            released = await self.queue.release_worker(wid)
+            if released:
+                log.info("worker restarted; took back its previous leases", count=released)
         return wid
 
     async def _worker(self, worker_id: str) -> WorkerRecord:

@@ -65,9 +65,13 @@ class WorkerDaemon:
         self._slot_free = asyncio.Event()
         self.lease_seconds = 60.0
         self.heartbeat_interval = 15.0
+        self._registered_once = False
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, stop: asyncio.Event) -> None:
+        swept = await asyncio.to_thread(self.executor.sweep_left_behind)
+        if swept:
+            log.info("removed workdirs a previous process left", count=swept)
         await self._register(stop)
         if stop.is_set():
             return
@@ -91,11 +95,15 @@ class WorkerDaemon:
             "agent_notes": self.opts.agent_notes,
             "slots": self.opts.slots,
             "version": __version__,
+            # This process's first registration: what the name still holds is a dead
+            # predecessor's (the server takes it back at once); later ones keep it.
+            "new_process": not self._registered_once,
         }
         delay = 0.5
         while not stop.is_set():
             try:
                 data = await self.client.register(info, retry_for=5.0)
+                self._registered_once = True
                 self.lease_seconds = data.lease_seconds
                 self.heartbeat_interval = data.heartbeat_interval_seconds
                 log.info(

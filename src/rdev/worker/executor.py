@@ -8,6 +8,8 @@ Every text that leaves here passes the secret scrubber.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import shutil
 import tempfile
 import time
@@ -39,6 +41,18 @@ class ExecutorConfig:
     private_paths: tuple[str, ...] = tuple(DEFAULT_PRIVATE_PATHS)
 
 
+#: Written into a failed build's workdir kept for inspection (keep_failed_workdirs): the
+#: start-up sweep leaves such a folder alone.
+KEPT_MARKER = ".rdev-kept"
+
+
+def worker_workdir_root(base: Path | None, worker_name: str) -> Path:
+    """The folder holding one worker's build workdirs (under ``base``, default the system
+    temp folder). One folder per worker name: a restarted worker sweeps only its own."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", worker_name)[:64] or "worker"
+    return (base or Path(tempfile.gettempdir())) / f"rdev-worker-{safe}"
+
+
 class BuildExecutor:
     def __init__(
         self,
@@ -54,6 +68,20 @@ class BuildExecutor:
 
     def scrubber(self, task: ClaimedTask) -> SecretScrubber:
         return SecretScrubber([task.git_credential, *self._known_secrets])
+
+    def sweep_left_behind(self) -> int:
+        """Remove the workdirs a previous process of this worker left (it was killed before
+        it could clean up); kept failed workdirs stay. Returns how many were removed."""
+        root = self.config.workdir_root
+        if root is None or not root.is_dir():
+            return 0
+        removed = 0
+        for child in root.iterdir():
+            left = child.is_dir() and child.name.startswith("rdev-")
+            if left and not (child / KEPT_MARKER).exists():
+                shutil.rmtree(child, ignore_errors=True)
+                removed += 1
+        return removed
 
     async def execute(
         self, task: ClaimedTask, emit: LogSink, cancel: asyncio.Event
@@ -177,6 +205,8 @@ class BuildExecutor:
             return result(success=False, error=f"worker error: {type(exc).__name__}: {exc}"), info
         finally:
             if failed and self.config.keep_failed_workdirs:
+                with contextlib.suppress(OSError):
+                    (workdir / KEPT_MARKER).touch()
                 await say(f"rdev: kept workdir {workdir}")
             else:
                 await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)

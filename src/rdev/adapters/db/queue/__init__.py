@@ -35,6 +35,7 @@ class SqlWorkQueue:
         self.claim = claims.claim
         self.heartbeat = leases.heartbeat
         self.reap_expired = leases.reap_expired
+        self.release_worker = leases.release_worker
         self.append_logs = LogAppender(db).append_logs
         self.complete = completions.complete
         self.complete_many = completions.complete_many

@@ -133,10 +133,28 @@ class Leases:
 
     async def reap_expired(self, limit: int = 100) -> int:
         """Return expired leases to pending, or end their builds; returns how many."""
+        return await self._take_back(
+            work_tasks.c.lease_expires_at < utcnow(),
+            reason="lease expired (worker lost); requeued",
+            limit=limit,
+        )
+
+    async def release_worker(self, worker_id: str) -> int:
+        """Take back, at once, every lease ``worker_id`` still holds: its process is gone (a
+        new process registered under the same name), so nobody will report them."""
+        return await self._take_back(
+            work_tasks.c.worker_id == worker_id,
+            reason="worker restarted; requeued",
+            limit=10_000,
+        )
+
+    async def _take_back(self, which: Any, *, reason: str, limit: int) -> int:
+        """The reaper's rule for leases nobody will report: requeue the build, or end it
+        (cancel requested, or attempts used up)."""
         now = utcnow()
         stmt = (
             select(work_tasks.c.build_id)
-            .where(work_tasks.c.state == LEASED, work_tasks.c.lease_expires_at < now)
+            .where(work_tasks.c.state == LEASED, which)
             .order_by(work_tasks.c.build_id)
             .limit(limit)
         )
@@ -156,19 +174,19 @@ class Leases:
                         row,
                         BuildStatus.PENDING,
                         actor="reaper",
-                        reason="lease expired (worker lost); requeued",
+                        reason=reason,
                         values={"worker_id": None},
                     )
                     await requeue(conn, build_id, now)
                     requeued += 1
                     continue
-                status, reason, result = end
+                status, end_reason, result = end
                 await transition(
                     conn,
                     row,
                     status,
                     actor="reaper",
-                    reason=reason,
+                    reason=end_reason,
                     values={"result": result.model_dump(mode="json")},
                 )
                 await conn.execute(delete(work_tasks).where(work_tasks.c.build_id == build_id))
