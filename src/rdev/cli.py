@@ -119,8 +119,20 @@ def token_create(
 
 @app.command()
 def worker(
+    ctx: typer.Context,
     server: Annotated[str, typer.Option(envvar="RDEV_SERVER", help="Server URL.")],
-    token: Annotated[str, typer.Option(envvar="RDEV_TOKEN", help="Token with workers:run.")],
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RDEV_TOKEN",
+            help="Token with workers:run. Prefer RDEV_TOKEN or --token-file: a command-line "
+            "argument is visible to every process on the machine (ps).",
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(envvar="RDEV_TOKEN_FILE", help="File holding the workers:run token."),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Worker name (default: hostname).")] = None,
     slots: Annotated[int | None, typer.Option(help="Builds run at once.")] = None,
     labels: Annotated[str, typer.Option(help="Comma-separated routing labels.")] = "",
@@ -128,6 +140,18 @@ def worker(
 ) -> None:
     """Run a worker daemon: claim builds from SERVER and run them."""
     from rdev.bootstrap import build_worker
+
+    if token_file is not None:
+        token = token_file.read_text().strip()
+    elif token and getattr(ctx.get_parameter_source("token"), "name", "") == "COMMANDLINE":
+        typer.echo(
+            "warning: --token on the command line is visible to every process on this "
+            "machine (ps); use RDEV_TOKEN or --token-file",
+            err=True,
+        )
+    if not token:
+        typer.echo("error: a workers:run token is needed: RDEV_TOKEN or --token-file", err=True)
+        raise typer.Exit(2)
 
     settings = _settings(worker_workdir=workdir)
     configure_logging(settings.log_level, settings.log_format)

@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests.fixtures.git_server import git_server as git_server_fixture
+from tests.fixtures.processes import RDEV, wait_for_status
 from tests.fixtures.processes import rdev_server as rdev_server_fixture
-from tests.fixtures.processes import wait_for_status
 
 git_server = git_server_fixture
 rdev_server = rdev_server_fixture
@@ -345,3 +345,33 @@ async def test_a_worker_restarted_under_its_name_takes_back_its_dead_predecessor
     ]
     assert build["result"]["commit_sha"] == git_server.head(project["name"], "main")
     assert len(left) == 1 and not left[0].exists()  # swept; the new run cleaned up its own
+
+
+async def test_the_worker_token_stays_off_the_command_line_every_process_can_read(
+    rdev_server, tmp_path
+):
+    token = await rdev_server.token(["workers:run"])
+    from_env = rdev_server.start_worker(token, name="env-token")
+    token_file = tmp_path / "worker-token"
+    token_file.write_text(token + "\n")
+    from_file = rdev_server.start_worker(
+        "", name="file-token", env={"RDEV_TOKEN_FILE": str(token_file)}
+    )
+    for proc in (from_env, from_file):
+        await wait_for_log(proc, "worker registered")
+        cmdline = Path(f"/proc/{proc.proc.pid}/cmdline").read_bytes()
+        assert token.encode() not in cmdline
+
+    on_the_line = subprocess.Popen(
+        [*RDEV, "worker", "--server", "http://127.0.0.1:9", "--token", "rdev_x", "--name", "ps"],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        lines = [await asyncio.to_thread(on_the_line.stderr.readline) for _ in range(3)]
+    finally:
+        os.killpg(on_the_line.pid, signal.SIGKILL)
+        on_the_line.wait()
+    [warning] = [line for line in lines if "visible to every process" in line]
+    assert "RDEV_TOKEN" in warning
