@@ -13,7 +13,6 @@ import sqlalchemy as sa
 
 from rdev.adapters.db.builds import SqlBuildStore
 from rdev.adapters.db.engine import Database
-from rdev.adapters.db.migrate import upgrade
 from rdev.adapters.db.notify import WorkNotifier
 from rdev.adapters.db.queue import SqlWorkQueue
 from rdev.adapters.db.tables import projects
@@ -22,7 +21,7 @@ from rdev.domain.models import Build, BuildSpec
 from rdev.ports.builds import BuildStore
 from rdev.ports.queue import WorkQueue
 from rdev.ports.workers import WorkerStore
-from tests.conftest import drop_pg_schema, make_pg_schema
+from tests.contract.databases import IMPLEMENTATIONS, migrated_database
 from tests.fakes.builds import BuildData, FakeBuildStore
 from tests.fakes.notifier import FakeClaimNotifier
 from tests.fakes.queue import FakeWorkQueue
@@ -108,25 +107,14 @@ class SqlWorld(World):
             )
 
 
-@pytest.fixture(params=["fake", "sqlite", "postgresql"])
+@pytest.fixture(params=IMPLEMENTATIONS)
 async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
     if request.param == "fake":
         w: World = FakeWorld()
         await w.add_project("p1", "proj-p1")
         yield w
         return
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'rdev.db'}"
-    else:
-        url, schema = make_pg_schema()
-    db = Database(url)
-    try:
-        await upgrade(db.engine)
+    async with migrated_database(request.param, tmp_path) as db:
         w = SqlWorld(db, request.param)
         await w.add_project("p1", "proj-p1")
         yield w
-    finally:
-        await db.dispose()
-        if schema:
-            drop_pg_schema(schema)

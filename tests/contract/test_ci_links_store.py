@@ -25,12 +25,11 @@ from pydantic import SecretStr
 
 from rdev.adapters.db.ci_links import SqlCILinkStore
 from rdev.adapters.db.engine import Database
-from rdev.adapters.db.migrate import upgrade
 from rdev.adapters.db.tables import builds, projects, webhook_deliveries
 from rdev.domain.ci_links import CILinkState, CIProgress
 from rdev.ports.ci import ProjectCI
 from rdev.ports.ci_links import CILinkStore, LinkOutcome
-from tests.conftest import drop_pg_schema, make_pg_schema
+from tests.contract.databases import IMPLEMENTATIONS, migrated_database
 from tests.fakes.ci_links import FakeCILinkStore
 
 CI = ProjectCI("woodpecker", "http://ci.test", "acme/shop", SecretStr("wp-token-123456"))
@@ -154,24 +153,13 @@ class SqlWorld:
             return ci
 
 
-@pytest.fixture(params=["fake", "sqlite", "postgresql"])
+@pytest.fixture(params=IMPLEMENTATIONS)
 async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
     if request.param == "fake":
         yield FakeWorld()
         return
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'rdev.db'}"
-    else:
-        url, schema = make_pg_schema()
-    db = Database(url)
-    try:
-        await upgrade(db.engine)
+    async with migrated_database(request.param, tmp_path) as db:
         yield SqlWorld(db)
-    finally:
-        await db.dispose()
-        if schema:
-            drop_pg_schema(schema)
 
 
 def task() -> str:

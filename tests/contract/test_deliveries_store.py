@@ -23,11 +23,10 @@ import sqlalchemy as sa
 
 from rdev.adapters.db.deliveries import SqlDeliveryStore
 from rdev.adapters.db.engine import Database
-from rdev.adapters.db.migrate import upgrade
 from rdev.adapters.db.tables import builds, projects, webhook_deliveries
 from rdev.domain.errors import Conflict, NotFound
 from rdev.ports.deliveries import DeliveryAttempt, DeliveryState, DeliveryStore
-from tests.conftest import drop_pg_schema, make_pg_schema
+from tests.contract.databases import IMPLEMENTATIONS, migrated_database
 from tests.fakes.deliveries import FakeDeliveryStore
 
 PENDING, DELIVERED, DEAD = DeliveryState.PENDING, DeliveryState.DELIVERED, DeliveryState.DEAD
@@ -135,24 +134,13 @@ class SqlWorld:
             )
 
 
-@pytest.fixture(params=["fake", "sqlite", "postgresql"])
+@pytest.fixture(params=IMPLEMENTATIONS)
 async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
     if request.param == "fake":
         yield FakeWorld()
         return
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'rdev.db'}"
-    else:
-        url, schema = make_pg_schema()
-    db = Database(url)
-    try:
-        await upgrade(db.engine)
+    async with migrated_database(request.param, tmp_path) as db:
         yield SqlWorld(db)
-    finally:
-        await db.dispose()
-        if schema:
-            drop_pg_schema(schema)
 
 
 def hours(n: float) -> timedelta:

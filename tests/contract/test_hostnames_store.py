@@ -22,12 +22,11 @@ import sqlalchemy as sa
 
 from rdev.adapters.db.engine import Database
 from rdev.adapters.db.hostnames import SqlHostnameStore
-from rdev.adapters.db.migrate import upgrade
 from rdev.adapters.db.tables import projects
 from rdev.domain.errors import NotFound
 from rdev.domain.hostnames import AliasRecord, AliasState
 from rdev.ports.hostnames import AlreadyThere, HostnameStore, LimitReached, Reserved
-from tests.conftest import drop_pg_schema, make_pg_schema
+from tests.contract.databases import IMPLEMENTATIONS, migrated_database
 from tests.fakes.hostnames import FakeHostnameStore
 
 PENDING, ACTIVE, DELETING = AliasState.PENDING, AliasState.ACTIVE, AliasState.DELETING
@@ -81,25 +80,14 @@ class SqlWorld:
             await conn.execute(sa.delete(projects).where(projects.c.id == project_id))
 
 
-@pytest.fixture(params=["fake", "sqlite", "postgresql"])
+@pytest.fixture(params=IMPLEMENTATIONS)
 async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
     if request.param == "fake":
         yield FakeWorld()
         return
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'rdev.db'}"
-    else:
-        url, schema = make_pg_schema()
-    db = Database(url)
-    try:
-        await upgrade(db.engine)
+    async with migrated_database(request.param, tmp_path) as db:
         world = SqlWorld(db)
         yield world
-    finally:
-        await db.dispose()
-        if schema:
-            drop_pg_schema(schema)
 
 
 @pytest.fixture

@@ -16,11 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from rdev.adapters.db.engine import Database
 from rdev.adapters.db.idempotency import SqlIdempotencyStore
-from rdev.adapters.db.migrate import upgrade
 from rdev.ports.idempotency import IdempotencyStore, StoredAnswer
-from tests.conftest import drop_pg_schema, make_pg_schema
+from tests.contract.databases import IMPLEMENTATIONS, migrated_database
 from tests.fakes.idempotency import FakeIdempotencyStore
 
 STALE_AFTER = 600.0
@@ -47,25 +45,14 @@ def _fake(clock: Callable[[], datetime]) -> IdempotencyStore:
     return FakeIdempotencyStore(clock=clock, stale_after=STALE_AFTER)
 
 
-@pytest.fixture(params=["fake", "sqlite", "postgresql"])
+@pytest.fixture(params=IMPLEMENTATIONS)
 async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
     clock = Clock(datetime(2026, 1, 1, 12, 0, tzinfo=UTC))
     if request.param == "fake":
         yield World(_fake(clock), clock)
         return
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'rdev.db'}"
-    else:
-        url, schema = make_pg_schema()
-    db = Database(url)
-    try:
-        await upgrade(db.engine)
+    async with migrated_database(request.param, tmp_path) as db:
         yield World(SqlIdempotencyStore(db, stale_after=STALE_AFTER, clock=clock), clock)
-    finally:
-        await db.dispose()
-        if schema:
-            drop_pg_schema(schema)
 
 
 async def test_the_first_reserve_gets_the_key_and_a_second_sees_it_pending(world: World) -> None:

@@ -18,12 +18,11 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from rdev.adapters.db.engine import Database
-from rdev.adapters.db.migrate import upgrade
 from rdev.adapters.db.projects import SqlProjectStore
 from rdev.adapters.db.tables import builds
 from rdev.domain.errors import Conflict, NotFound
 from rdev.ports.projects import ProjectRecord, ProjectStore, reveal
-from tests.conftest import drop_pg_schema, make_pg_schema
+from tests.contract.databases import IMPLEMENTATIONS, migrated_database
 from tests.fakes.projects import FakeProjectStore
 
 
@@ -66,24 +65,13 @@ class SqlWorld:
             )
 
 
-@pytest.fixture(params=["fake", "sqlite", "postgresql"])
+@pytest.fixture(params=IMPLEMENTATIONS)
 async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
     if request.param == "fake":
         yield FakeWorld()
         return
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'rdev.db'}"
-    else:
-        url, schema = make_pg_schema()
-    db = Database(url)
-    try:
-        await upgrade(db.engine)
+    async with migrated_database(request.param, tmp_path) as db:
         yield SqlWorld(db)
-    finally:
-        await db.dispose()
-        if schema:
-            drop_pg_schema(schema)
 
 
 async def make(store: ProjectStore, name: str, **extra: Any) -> ProjectRecord:

@@ -13,32 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from rdev.adapters.db.engine import Database
-from rdev.adapters.db.migrate import upgrade
 from rdev.adapters.db.tokens import SqlTokenStore
 from rdev.ports.tokens import TokenStore
-from tests.conftest import drop_pg_schema, make_pg_schema
+from tests.contract.databases import IMPLEMENTATIONS, migrated_database
 from tests.fakes.tokens import FakeTokenStore
 
 
-@pytest.fixture(params=["fake", "sqlite", "postgresql"])
+@pytest.fixture(params=IMPLEMENTATIONS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TokenStore]:
     if request.param == "fake":
         yield FakeTokenStore()
         return
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'rdev.db'}"
-    else:
-        url, schema = make_pg_schema()
-    db = Database(url)
-    try:
-        await upgrade(db.engine)
+    async with migrated_database(request.param, tmp_path) as db:
         yield SqlTokenStore(db)
-    finally:
-        await db.dispose()
-        if schema:
-            drop_pg_schema(schema)
 
 
 async def test_a_token_is_found_by_its_value_with_its_name_scopes_and_projects(
